@@ -356,6 +356,9 @@ class DispatchState(_Model):
     reallocations: int = Field(default=0, ge=0, description="times the set-points were recomputed")
     shortfall_kw: float = Field(default=0.0, description="part of the request the fleet could not reach [kW]")
     message: str = Field(default="", max_length=500)
+    device_baseline_kw: dict[str, float] = Field(
+        default_factory=dict, description="each device's power frozen when it joined the instruction [kW]"
+    )
 
 
 class DispatchProgress(_Model):

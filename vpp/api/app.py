@@ -1,0 +1,253 @@
+"""HTTP API v1 (aiohttp). One route table drives routing, authorisation and the OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from vpp.aggregator import device_rows
+from vpp.api.errors import error_middleware
+from vpp.api.openapi import openapi_document
+from vpp.auth import Principal, authenticate
+from vpp.errors import InvalidInput, NotFound
+from vpp.metrics import CONTENT_TYPE
+from vpp.model import DispatchInstruction, Role, parse_device
+from vpp.service import PlantService
+
+MAX_BODY_BYTES = 256 * 1024
+PROGRESS_POINTS_SHOWN = 720  # last points of requested vs delivered in a dispatch view
+
+SERVICE_KEY: web.AppKey[PlantService] = web.AppKey("service", PlantService)
+
+HandlerFn = Callable[[web.Request, Principal | None], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One endpoint: who may call it and what it takes and returns (for the OpenAPI document)."""
+
+    method: str
+    path: str
+    handler: HandlerFn
+    roles: tuple[Role, ...] | None  # None: anyone, no token
+    summary: str
+    request_schema: str | None = None  # component name of the JSON body
+    response_schema: str | None = None
+    query: tuple[tuple[str, str], ...] = ()  # (name, description)
+
+
+# -- helpers ------------------------------------------------------------------
+
+
+def _service(request: web.Request) -> PlantService:
+    return request.app[SERVICE_KEY]
+
+
+async def _json_body(request: web.Request) -> object:
+    """The request's JSON body; 400 when it is not JSON."""
+    raw = await request.read()
+    if not raw:
+        raise web.HTTPBadRequest(reason="request body is empty; send JSON")
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise web.HTTPBadRequest(reason=f"request body is not valid JSON: {exc}") from None
+
+
+def _dump(model) -> dict:
+    return model.model_dump(mode="json")
+
+
+# -- handlers ------------------------------------------------------------------
+
+
+async def healthz(request: web.Request, _: Principal | None) -> web.Response:
+    store_ok = await _service(request).store.ping()
+    return web.json_response({"status": "ok" if store_ok else "degraded", "store": store_ok}, status=200 if store_ok else 503)
+
+
+async def metrics(request: web.Request, _: Principal | None) -> web.Response:
+    response = web.Response(body=_service(request).metrics.render())
+    response.content_type = CONTENT_TYPE.split(";")[0]
+    return response
+
+
+async def openapi(request: web.Request, _: Principal | None) -> web.Response:
+    return web.json_response(openapi_document(ROUTES))
+
+
+async def get_plant(request: web.Request, _: Principal | None) -> web.Response:
+    service = _service(request)
+    body = service.plant()
+    if request.query.get("devices", "").lower() in ("1", "true", "yes"):
+        body["devices"] = device_rows(service.snapshot())
+    return web.json_response(body)
+
+
+async def post_dispatch(request: web.Request, _: Principal | None) -> web.Response:
+    payload = await _json_body(request)
+    if not isinstance(payload, dict):
+        raise InvalidInput("body", "must be a JSON object")
+    payload.setdefault("source", "rest")
+    instruction = DispatchInstruction.model_validate(payload)
+    service = _service(request)
+    stored, created = await service.submit_instruction(instruction)
+    if not created and stored != instruction:
+        return web.json_response(
+            {"error": {"status": 409, "message": f"instruction '{instruction.id}' exists with different content", "existing": _dump(stored)}},
+            status=409,
+        )
+    return web.json_response(await _dispatch_view(service, stored.id, progress=False), status=201 if created else 200)
+
+
+async def list_dispatch(request: web.Request, _: Principal | None) -> web.Response:
+    pairs = await _service(request).list_instructions()
+    return web.json_response({"instructions": [{"instruction": _dump(i), "state": _state_json(s)} for i, s in pairs]})
+
+
+async def get_dispatch(request: web.Request, _: Principal | None) -> web.Response:
+    return web.json_response(await _dispatch_view(_service(request), request.match_info["instruction_id"], progress=True))
+
+
+async def _dispatch_view(service: PlantService, instruction_id: str, progress: bool) -> dict:
+    instruction, state = await service.instruction_view(instruction_id)
+    delivered = state.enterprise_delivered_kwh
+    positive_total = sum(v for v in delivered.values() if v > 0)
+    shares = [
+        {
+            "enterprise_id": enterprise_id,
+            "delivered_kwh": round(kwh, 3),
+            "share": round(max(kwh, 0.0) / positive_total, 6) if positive_total > 0 else 0.0,
+        }
+        for enterprise_id, kwh in sorted(delivered.items())
+    ]
+    body = {
+        "instruction": _dump(instruction),
+        "state": _state_json(state),
+        "response_ratio": round(state.delivered_kwh / state.requested_kwh, 4) if state.requested_kwh > 0 else None,
+        "enterprise_shares": shares,
+    }
+    if progress:
+        points = await service.store.dispatch_progress(instruction_id)
+        body["progress"] = [
+            {"ts": p.ts.isoformat(), "requested_kw": round(p.requested_kw, 3), "measured_kw": round(p.measured_kw, 3)}
+            for p in points[-PROGRESS_POINTS_SHOWN:]
+        ]
+    return body
+
+
+def _state_json(state) -> dict:
+    body = state.model_dump(mode="json", exclude={"device_baseline_kw"})
+    body["requested_kwh"] = round(state.requested_kwh, 3)
+    body["delivered_kwh"] = round(state.delivered_kwh, 3)
+    body["enterprise_delivered_kwh"] = {k: round(v, 3) for k, v in state.enterprise_delivered_kwh.items()}
+    return body
+
+
+async def list_enterprises(request: web.Request, _: Principal | None) -> web.Response:
+    enterprises = await _service(request).store.list_enterprises()
+    return web.json_response({"enterprises": [_dump(e) for e in enterprises]})
+
+
+async def _require_enterprise(request: web.Request, principal: Principal | None) -> str:
+    enterprise_id = request.match_info["enterprise_id"]
+    assert principal is not None
+    principal.require_enterprise(enterprise_id)  # before any look-up: others learn nothing
+    if await _service(request).store.get_enterprise(enterprise_id) is None:
+        raise NotFound(f"enterprise '{enterprise_id}' does not exist")
+    return enterprise_id
+
+
+async def get_enterprise(request: web.Request, principal: Principal | None) -> web.Response:
+    enterprise_id = await _require_enterprise(request, principal)
+    enterprise = await _service(request).store.get_enterprise(enterprise_id)
+    return web.json_response(_dump(enterprise))
+
+
+async def list_devices(request: web.Request, principal: Principal | None) -> web.Response:
+    enterprise_id = await _require_enterprise(request, principal)
+    service = _service(request)
+    devices = await service.store.list_devices(enterprise_id)
+    live = {row["device_id"]: row for row in device_rows(service.snapshot()) if row["enterprise_id"] == enterprise_id}
+    return web.json_response({"devices": [{**_dump(d), "live": live.get(d.id)} for d in devices]})
+
+
+async def post_device(request: web.Request, principal: Principal | None) -> web.Response:
+    enterprise_id = await _require_enterprise(request, principal)
+    payload = await _json_body(request)
+    if not isinstance(payload, dict):
+        raise InvalidInput("body", "must be a JSON object")
+    if payload.setdefault("enterprise_id", enterprise_id) != enterprise_id:
+        raise InvalidInput("enterprise_id", f"'{payload['enterprise_id']}' differs from the enterprise in the path '{enterprise_id}'")
+    if "kind" not in payload:
+        raise InvalidInput("kind", "missing; one of battery, pv, interruptible_load, shiftable_load, ev_charger")
+    device = parse_device(payload)
+    created = await _service(request).enrol_device(device)
+    return web.json_response(_dump(device), status=201 if created else 200)
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/healthz", healthz, None, "Liveness and store reachability"),
+    Route("GET", "/metrics", metrics, None, "Prometheus metrics"),
+    Route("GET", "/api/v1/openapi.json", openapi, None, "This document"),
+    Route(
+        "GET", "/api/v1/plant", get_plant, (Role.GRID, Role.ADMIN),
+        "Live totals: net power, available up/down (now and sustained), devices online",
+        response_schema="PlantState", query=(("devices", "true to include per-device live rows"),),
+    ),
+    Route(
+        "POST", "/api/v1/dispatch", post_dispatch, (Role.GRID,),
+        "Send an instruction; the same id again returns the same answer (200), different content 409",
+        request_schema="DispatchInstruction", response_schema="DispatchView",
+    ),
+    Route("GET", "/api/v1/dispatch", list_dispatch, (Role.GRID, Role.ADMIN), "All instructions with their state"),
+    Route(
+        "GET", "/api/v1/dispatch/{instruction_id}", get_dispatch, (Role.GRID, Role.ADMIN),
+        "Status, requested vs delivered over time, per-enterprise shares", response_schema="DispatchView",
+    ),
+    Route("GET", "/api/v1/enterprises", list_enterprises, (Role.ADMIN,), "Enterprises of the park"),
+    Route("GET", "/api/v1/enterprises/{enterprise_id}", get_enterprise, (Role.ENTERPRISE, Role.ADMIN), "One enterprise"),
+    Route(
+        "GET", "/api/v1/enterprises/{enterprise_id}/devices", list_devices, (Role.ENTERPRISE, Role.ADMIN),
+        "The enterprise's devices with their limits and live state",
+    ),
+    Route(
+        "POST", "/api/v1/enterprises/{enterprise_id}/devices", post_device, (Role.ENTERPRISE, Role.ADMIN),
+        "Enrol or change a device with its limits (201 new, 200 changed)",
+        request_schema="Device", response_schema="Device",
+    ),
+)
+
+
+def _wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """Authenticate and authorise by the route's roles, then call its handler."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        principal = None
+        if route.roles is not None:
+            principal = await authenticate(_service(request).store, request.headers.get("Authorization"))
+            principal.require(*route.roles)
+        return await route.handler(request, principal)
+
+    return handler
+
+
+@web.middleware
+async def _count_requests(request: web.Request, handler) -> web.StreamResponse:
+    response = await handler(request)
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    _service(request).metrics.http_requests.labels(method=request.method, route=route, status=str(response.status)).inc()
+    return response
+
+
+def make_app(service: PlantService) -> web.Application:
+    """The aiohttp application serving ``service``."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_count_requests, error_middleware])
+    app[SERVICE_KEY] = service
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, _wrap(route))
+    return app

@@ -1,0 +1,207 @@
+"""The ``vpp`` command: serve the plant, mint tokens, send and watch instructions.
+
+Errors the user can fix are printed as one line on stderr with exit code 2;
+nothing here prints a stack trace for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import aiohttp
+import structlog
+
+from vpp.errors import VppError
+from vpp.logs import configure_logging
+from vpp.model import Role
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+DEFAULT_DATA_DIR = "data"
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed without a trace."""
+
+
+# -- argument parsing -------------------------------------------------------------
+
+
+def _store_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path(os.environ.get("VPP_DATA_DIR", DEFAULT_DATA_DIR)),
+        help="where the SQLite store and demo tokens live (default: ./data or $VPP_DATA_DIR)",
+    )
+    parser.add_argument(
+        "--store", default=os.environ.get("VPP_STORE"),
+        help="store URL: sqlite:///path/file.sqlite3 or redis://host:port/db (default: SQLite in --data-dir)",
+    )
+
+
+def _client_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default=os.environ.get("VPP_URL", f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"), help="service URL (or $VPP_URL)")
+    parser.add_argument("--token", default=os.environ.get("VPP_TOKEN"), help="bearer token (or $VPP_TOKEN)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vpp", description="Virtual power plant service for an industrial park.")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the service (API, telemetry and dispatch loops)")
+    _store_args(serve)
+    serve.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
+    serve.add_argument("--demo", action="store_true", help="run the simulated park and mint demo tokens")
+    serve.add_argument("--enterprises", type=int, default=20, help="enterprises in the simulated park (default 20)")
+    serve.add_argument("--seed", type=int, default=7, help="seed of the simulated park (default 7)")
+    serve.add_argument("--speed", type=float, default=1.0, help="simulated time per wall second (default 1 = real time)")
+    serve.add_argument("--control-interval", type=float, default=2.0, help="seconds between set-point updates (default 2)")
+
+    token = commands.add_parser("token", help="manage API tokens")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    create = token_commands.add_parser("create", help="mint a token and print it (shown once)")
+    _store_args(create)
+    create.add_argument("--role", required=True, choices=[r.value for r in Role])
+    create.add_argument("--enterprise", help="enterprise id (required for --role enterprise)")
+    create.add_argument("--label", default="", help="free text to recognise the token by")
+
+    dispatch = commands.add_parser("dispatch", help="send or show dispatch instructions")
+    dispatch_commands = dispatch.add_subparsers(dest="dispatch_command", required=True)
+    send = dispatch_commands.add_parser("send", help="send an instruction as the grid")
+    _client_args(send)
+    amount = send.add_mutually_exclusive_group(required=True)
+    amount.add_argument("--delta-kw", type=float, help="change fleet power by this much; + = reduce park load [kW]")
+    amount.add_argument("--target-kw", type=float, help="hold fleet net power at this value [kW]")
+    send.add_argument("--minutes", type=float, default=15.0, help="duration (default 15)")
+    send.add_argument("--start", help="ISO start time with zone (default: now)")
+    send.add_argument("--id", help="instruction id (default: a new one); resend the same id safely")
+    send.add_argument("--wait", action="store_true", help="follow the instruction until it finishes")
+    show = dispatch_commands.add_parser("show", help="show an instruction's status")
+    _client_args(show)
+    show.add_argument("id")
+
+    plant = commands.add_parser("plant", help="show the live plant")
+    _client_args(plant)
+    return parser
+
+
+# -- commands ----------------------------------------------------------------------
+
+
+async def _token_create(args: argparse.Namespace) -> int:
+    from vpp.auth import create_token
+    from vpp.store import open_store
+
+    role = Role(args.role)
+    if (role is Role.ENTERPRISE) != bool(args.enterprise):
+        raise CliError("--enterprise is required with --role enterprise and not allowed with other roles")
+    store = open_store(args.store, args.data_dir)
+    async with store:
+        if args.enterprise and await store.get_enterprise(args.enterprise) is None:
+            raise CliError(f"enterprise '{args.enterprise}' does not exist in the store")
+        secret = await create_token(store, role, args.enterprise, datetime.now(timezone.utc), args.label)
+    print(secret)
+    return 0
+
+
+async def _request(args: argparse.Namespace, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    if not args.token:
+        raise CliError("no token: pass --token or set VPP_TOKEN (mint one with 'vpp token create')")
+    headers = {"Authorization": f"Bearer {args.token}"}
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            async with session.request(method, args.url.rstrip("/") + path, json=body, headers=headers) as response:
+                return response.status, await response.json(content_type=None)
+    except aiohttp.ClientError as exc:
+        raise CliError(f"cannot reach {args.url}: {exc}") from None
+
+
+def _print(body: dict) -> None:
+    print(json.dumps(body, indent=2, ensure_ascii=False))
+
+
+async def _dispatch_send(args: argparse.Namespace) -> int:
+    start = datetime.fromisoformat(args.start) if args.start else datetime.now(timezone.utc)
+    if start.tzinfo is None:
+        raise CliError(f"--start '{args.start}' has no timezone; add Z or +08:00")
+    if args.minutes <= 0:
+        raise CliError(f"--minutes must be positive, got {args.minutes}")
+    body = {
+        "id": args.id or f"cli-{uuid.uuid4().hex[:12]}",
+        "kind": "delta" if args.delta_kw is not None else "target",
+        "start": start.isoformat(),
+        "end": (start + timedelta(minutes=args.minutes)).isoformat(),
+    }
+    body["delta_kw" if args.delta_kw is not None else "target_kw"] = args.delta_kw if args.delta_kw is not None else args.target_kw
+    status, answer = await _request(args, "POST", "/api/v1/dispatch", body)
+    _print(answer)
+    if status >= 400:
+        return 1
+    if args.wait:
+        return await _follow(args, body["id"])
+    return 0
+
+
+async def _follow(args: argparse.Namespace, instruction_id: str) -> int:
+    """Print one line per poll until the instruction is no longer pending or active."""
+    while True:
+        status, answer = await _request(args, "GET", f"/api/v1/dispatch/{instruction_id}")
+        if status >= 400:
+            _print(answer)
+            return 1
+        state = answer["state"]
+        print(
+            f"{state['updated_at']}  {state['status']:<9}  requested {state['requested_kw']} kW  "
+            f"delivered {state['delivered_kw']} kW  ({state['delivered_kwh']} of {state['requested_kwh']} kWh)",
+            flush=True,
+        )
+        if state["status"] not in ("pending", "active"):
+            return 0
+        await asyncio.sleep(2.0)
+
+
+async def _get(args: argparse.Namespace, path: str) -> int:
+    status, answer = await _request(args, "GET", path)
+    _print(answer)
+    return 0 if status < 400 else 1
+
+
+async def _run(args: argparse.Namespace) -> int:
+    if args.command == "serve":
+        from vpp.server import serve
+
+        return await serve(args)
+    if args.command == "token":
+        return await _token_create(args)
+    if args.command == "dispatch" and args.dispatch_command == "send":
+        return await _dispatch_send(args)
+    if args.command == "dispatch" and args.dispatch_command == "show":
+        return await _get(args, f"/api/v1/dispatch/{args.id}")
+    if args.command == "plant":
+        return await _get(args, "/api/v1/plant")
+    raise CliError(f"unknown command {args.command}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        return asyncio.run(_run(args))
+    except (CliError, VppError, ValueError) as exc:
+        print(f"vpp: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,498 @@
+"""The service loop: telemetry in, instructions executed, set-points out.
+
+``PlantService`` is a thin async shell around pure pieces:
+``vpp.aggregator`` (live state), ``vpp.execution`` (one control step) and
+``dispatch`` (allocation). Two loops run while it is started:
+
+* telemetry: every ``telemetry_interval_s`` read each adapter, store the
+  samples, keep the latest per device;
+* control: every ``control_interval_s`` (or at once when an instruction
+  arrives) activate, execute or finish the current instruction.
+
+Tests drive ``poll_telemetry`` and ``control_step`` directly with a manual clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import structlog
+
+from adapters.base import Adapter
+from vpp.aggregator import FleetSnapshot, build_snapshot, plant_state
+from vpp.clock import Clock
+from vpp.errors import InvalidInput, NotFound
+from vpp.execution import StepPlan, baseline_array, enterprise_energy_kwh, plan_step
+from vpp.metrics import Metrics
+from vpp.model import (
+    Device,
+    DispatchInstruction,
+    DispatchProgress,
+    DispatchState,
+    DispatchStatus,
+    Setpoint,
+    TelemetrySample,
+)
+from vpp.store.base import Store
+
+OPEN_STATUSES = (DispatchStatus.PENDING, DispatchStatus.ACTIVE)
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Timing and policy of the service loop."""
+
+    telemetry_interval_s: float = 1.0  # how often adapters are read [s]
+    control_interval_s: float = 2.0  # how often set-points are recomputed [s]
+    stale_after_s: float = 10.0  # telemetry older than this marks a device unavailable [s]
+    meter_interval_s: float = 60.0  # how often meter registers are read [s]
+    state_persist_interval_s: float = 10.0  # how often an active instruction's state is written [s]
+    setpoint_deadband_kw: float = 0.05  # smaller changes of a set-point are not re-sent [kW]
+    local_zone: str = "Asia/Shanghai"  # park's zone, for protected hours
+    adapter_backoff_max_s: float = 30.0  # longest wait between reconnect attempts [s]
+
+
+@dataclass
+class _Execution:
+    """In-memory state of the active instruction."""
+
+    instruction: DispatchInstruction
+    state: DispatchState
+    last_step: datetime | None = None
+    last_persist: datetime | None = None
+    sent_kw: dict[str, float] = field(default_factory=dict)  # device id -> set-point it holds [kW]
+    dispatchable: frozenset[str] = frozenset()
+
+
+@dataclass
+class _AdapterHealth:
+    connected: bool = False
+    failures: int = 0
+    retry_at: float = 0.0  # monotonic time of the next reconnect attempt [s]
+
+
+class PlantService:
+    """Runs the plant: owns the adapters, the live state and the active instruction."""
+
+    def __init__(
+        self,
+        store: Store,
+        adapters: Mapping[str, Adapter],
+        clock: Clock,
+        metrics: Metrics | None = None,
+        settings: ServiceSettings | None = None,
+    ) -> None:
+        self.store = store
+        self.adapters = dict(adapters)
+        self.clock = clock
+        self.metrics = metrics or Metrics()
+        self.settings = settings or ServiceSettings()
+        self.log = structlog.get_logger("vpp.service")
+        self._zone = ZoneInfo(self.settings.local_zone)
+        self._devices: list[Device] = []
+        self._latest: dict[str, TelemetrySample] = {}
+        self._pending: dict[str, tuple[DispatchInstruction, DispatchState]] = {}
+        self._active: _Execution | None = None
+        self._health = {name: _AdapterHealth() for name in self.adapters}
+        self._last_meter_read: datetime | None = None
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def load(self) -> None:
+        """Read devices, latest telemetry and open instructions from the store; connect adapters."""
+        self._devices = await self.store.list_devices()
+        self._latest = await self.store.latest_telemetry()
+        for instruction, state in await self.store.list_instructions(OPEN_STATUSES):
+            self._pending[instruction.id] = (instruction, state)
+        if self._pending:
+            self.log.info("resuming instructions", ids=sorted(self._pending))
+        self.metrics.devices_enrolled.set(len(self._devices))
+        for name in self.adapters:
+            await self._ensure_connected(name)
+
+    async def start(self) -> None:
+        """Load, then run the telemetry and control loops in the background."""
+        await self.load()
+        self._tasks = [
+            asyncio.create_task(self._telemetry_loop(), name="vpp-telemetry"),
+            asyncio.create_task(self._control_loop(), name="vpp-control"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop the loops and close the adapters. Open instructions stay in the store and resume on restart."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._active is not None:
+            await self._persist(self._active, force=True)
+        for name, adapter in self.adapters.items():
+            try:
+                await adapter.close()
+            except Exception as exc:  # closing must not stop the others from closing
+                self.log.warning("adapter close failed", adapter=name, error=str(exc))
+
+    async def _telemetry_loop(self) -> None:
+        while True:
+            await self._guarded(self.poll_telemetry, "telemetry")
+            await self.clock.sleep(self.settings.telemetry_interval_s)
+
+    async def _control_loop(self) -> None:
+        while True:
+            await self._guarded(self.control_step, "control")
+            await self._sleep_or_wake(self.settings.control_interval_s)
+
+    async def _guarded(self, step, what: str) -> None:
+        """Run one loop iteration; an error is logged and the loop goes on (the service never dies of one)."""
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.log.exception("loop step failed", loop=what)
+
+    async def _sleep_or_wake(self, seconds: float) -> None:
+        sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
+        waker = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waker.cancel()
+            self._wake.clear()
+
+    # -- devices -------------------------------------------------------------
+
+    @property
+    def devices(self) -> list[Device]:
+        return list(self._devices)
+
+    async def enrol_device(self, device: Device) -> bool:
+        """Store a device (new or changed) and take it into the fleet. Returns True when new."""
+        if await self.store.get_enterprise(device.enterprise_id) is None:
+            raise NotFound(f"enterprise '{device.enterprise_id}' does not exist")
+        if device.adapter not in self.adapters:
+            known = ", ".join(sorted(self.adapters)) or "none"
+            raise InvalidInput("adapter", f"'{device.adapter}' is not running in this service (running: {known})")
+        created = await self.store.put_device(device)
+        add_device = getattr(self.adapters[device.adapter], "add_device", None)
+        if add_device is not None:
+            await add_device(device)
+        self._devices = await self.store.list_devices()
+        self.metrics.devices_enrolled.set(len(self._devices))
+        self.log.info("device enrolled", device_id=device.id, enterprise_id=device.enterprise_id, created=created)
+        return created
+
+    # -- telemetry -------------------------------------------------------------
+
+    async def poll_telemetry(self) -> int:
+        """Read every adapter once, store the samples; returns how many were ingested."""
+        known = {d.id for d in self._devices}
+        ingested = 0
+        now = self.clock.now()
+        meters_due = (
+            self._last_meter_read is None
+            or (now - self._last_meter_read).total_seconds() >= self.settings.meter_interval_s
+        )
+        for name, adapter in self.adapters.items():
+            if not await self._ensure_connected(name):
+                continue
+            try:
+                samples = [s for s in await adapter.read_telemetry() if s.device_id in known]
+                readings = await adapter.read_meters() if meters_due and hasattr(adapter, "read_meters") else []
+            except Exception as exc:
+                self._adapter_failed(name, "read", exc)
+                continue
+            if samples:
+                await self.store.append_telemetry(samples)
+                for sample in samples:
+                    current = self._latest.get(sample.device_id)
+                    if current is None or sample.ts >= current.ts:
+                        self._latest[sample.device_id] = sample
+                self.metrics.telemetry_samples.labels(adapter=name).inc(len(samples))
+                ingested += len(samples)
+            if readings:
+                await self.store.append_meter_readings(readings)
+        if meters_due:
+            self._last_meter_read = now
+        return ingested
+
+    async def _ensure_connected(self, name: str) -> bool:
+        """Connect an adapter if it is not, with exponential backoff between failed attempts."""
+        health = self._health[name]
+        if health.connected:
+            return True
+        if time.monotonic() < health.retry_at:
+            return False
+        try:
+            await self.adapters[name].connect()
+        except Exception as exc:
+            self._adapter_failed(name, "connect", exc)
+            return False
+        health.connected, health.failures = True, 0
+        self.log.info("adapter connected", adapter=name)
+        return True
+
+    def _adapter_failed(self, name: str, operation: str, exc: Exception) -> None:
+        health = self._health[name]
+        health.connected = False
+        health.failures += 1
+        backoff_s = min(self.settings.adapter_backoff_max_s, 0.5 * 2 ** min(health.failures, 10))
+        health.retry_at = time.monotonic() + backoff_s
+        self.metrics.adapter_errors.labels(adapter=name, operation=operation).inc()
+        self.log.warning("adapter failed", adapter=name, operation=operation, error=str(exc), retry_in_s=backoff_s)
+
+    # -- live state --------------------------------------------------------------
+
+    def snapshot(self) -> FleetSnapshot:
+        """The fleet now, from the latest telemetry."""
+        return build_snapshot(self._devices, self._latest, self.clock.now(), self.settings.stale_after_s, self._zone)
+
+    def plant(self) -> dict:
+        """Live plant totals (JSON-ready), with the active instruction's id."""
+        state = plant_state(self.snapshot())
+        state["active_instruction"] = self._active.instruction.id if self._active else None
+        return state
+
+    # -- instructions --------------------------------------------------------------
+
+    async def submit_instruction(self, instruction: DispatchInstruction) -> tuple[DispatchInstruction, bool]:
+        """Store an instruction (before anyone is told it was accepted) and wake the control loop.
+
+        Returns ``(stored, created)``; a repeated id returns what was stored first.
+        """
+        now = self.clock.now()
+        state = DispatchState(instruction_id=instruction.id, status=DispatchStatus.PENDING, updated_at=now)
+        stored, created = await self.store.put_instruction(instruction, state)
+        if created:
+            if instruction.end <= now:
+                # Stored so the id stays taken, but there is nothing left to do.
+                await self.store.put_dispatch_state(
+                    state.model_copy(update={"status": DispatchStatus.CANCELLED, "message": "window already over when received"})
+                )
+            else:
+                self._pending[instruction.id] = (instruction, state)
+                self._wake.set()
+            self.log.info("instruction accepted", instruction_id=instruction.id, kind=str(instruction.kind))
+        self.metrics.instructions.labels(kind=str(instruction.kind), result="created" if created else "repeat").inc()
+        return stored, created
+
+    async def control_step(self) -> None:
+        """Activate, execute or finish instructions at the current time."""
+        now = self.clock.now()
+        snapshot = self.snapshot()
+        self.metrics.devices_online.set(int(snapshot.fresh.sum()))
+        self._update_plant_gauges(snapshot)
+        await self._expire_missed(now)
+        if self._active is not None and now >= self._active.instruction.end:
+            await self._finish(self._active, DispatchStatus.COMPLETED, "window ended")
+        due = [(i, s) for i, s in self._pending.values() if i.start <= now < i.end]
+        if due:
+            instruction, state = max(due, key=lambda pair: (pair[0].start, pair[0].id))
+            if self._active is not None and self._active.instruction.id != instruction.id:
+                await self._finish(self._active, DispatchStatus.COMPLETED, f"superseded by {instruction.id}")
+            if self._active is None:
+                self._active = self._activate(instruction, state, snapshot, now)
+        if self._active is not None:
+            await self._execute(self._active, snapshot, now)
+
+    async def _expire_missed(self, now: datetime) -> None:
+        """Instructions whose window passed while they waited (e.g. service down) are closed, not run late."""
+        for instruction_id, (instruction, state) in list(self._pending.items()):
+            if instruction.end <= now and (self._active is None or self._active.instruction.id != instruction_id):
+                del self._pending[instruction_id]
+                await self.store.put_dispatch_state(
+                    state.model_copy(
+                        update={"status": DispatchStatus.CANCELLED, "updated_at": now, "message": "window passed before it could run"}
+                    )
+                )
+
+    def _activate(
+        self, instruction: DispatchInstruction, state: DispatchState, snapshot: FleetSnapshot, now: datetime
+    ) -> _Execution:
+        if state.status is DispatchStatus.ACTIVE and state.device_baseline_kw:
+            baselines = dict(state.device_baseline_kw)  # resumed after a restart: keep the original baseline
+            self.log.info("instruction resumed", instruction_id=instruction.id)
+        else:
+            baselines = {d: p for d, p, ok in zip(snapshot.device_ids, snapshot.p_kw.tolist(), snapshot.fresh) if ok}
+            self.log.info("instruction activated", instruction_id=instruction.id, devices=len(baselines))
+        baseline_total = sum(baselines.values())
+        state = state.model_copy(
+            update={
+                "status": DispatchStatus.ACTIVE,
+                "updated_at": now,
+                "device_baseline_kw": baselines,
+                "baseline_kw": round(baseline_total, 3),
+            }
+        )
+        return _Execution(instruction=instruction, state=state)
+
+    async def _execute(self, execution: _Execution, snapshot: FleetSnapshot, now: datetime) -> None:
+        instruction = execution.instruction
+        baseline = baseline_array(snapshot, execution.state.device_baseline_kw)
+        remaining_h = (instruction.end - now).total_seconds() / 3600.0
+        started = time.perf_counter()
+        plan = plan_step(snapshot, instruction, baseline, self.settings.control_interval_s, remaining_h)
+        self.metrics.allocation_seconds.observe(time.perf_counter() - started)
+        await self._send_setpoints(execution, snapshot, plan, now)
+        execution.state = self._account(execution, snapshot, plan, now, baseline)
+        execution.last_step = now
+        await self.store.append_dispatch_progress(
+            [DispatchProgress(instruction_id=instruction.id, ts=now, requested_kw=plan.requested_kw, measured_kw=plan.measured_kw)]
+        )
+        await self._persist(execution)
+
+    def _account(
+        self, execution: _Execution, snapshot: FleetSnapshot, plan: StepPlan, now: datetime, baseline: np.ndarray
+    ) -> DispatchState:
+        """Integrate requested and delivered energy since the last step; note newly seen baselines."""
+        state = execution.state
+        dt_h = (now - execution.last_step).total_seconds() / 3600.0 if execution.last_step else 0.0
+        sign = plan.request_sign
+        per_enterprise = dict(state.enterprise_delivered_kwh)
+        for enterprise_id, kwh in enterprise_energy_kwh(snapshot.enterprise_ids, plan.device_delivered_kw, sign, dt_h).items():
+            per_enterprise[enterprise_id] = per_enterprise.get(enterprise_id, 0.0) + kwh
+        baselines = dict(state.device_baseline_kw)
+        for device_id, p_kw, fresh in zip(snapshot.device_ids, baseline.tolist(), snapshot.fresh):
+            if fresh and device_id not in baselines:
+                baselines[device_id] = p_kw  # a device that joined mid-instruction starts from where it is
+        shortfall = plan.allocation.shortfall_kw if plan.allocation else plan.requested_kw - plan.measured_kw
+        return state.model_copy(
+            update={
+                "updated_at": now,
+                "requested_kw": round(plan.requested_kw, 3),
+                "delivered_kw": round(plan.delivered_kw, 3),
+                "requested_kwh": state.requested_kwh + abs(plan.requested_kw - plan.baseline_kw) * dt_h,
+                "delivered_kwh": state.delivered_kwh + plan.delivered_kw * sign * dt_h,
+                "enterprise_delivered_kwh": per_enterprise,
+                "devices_dispatched": len(execution.sent_kw),
+                "shortfall_kw": round(float(shortfall), 3),
+                "device_baseline_kw": baselines,
+                "reallocations": state.reallocations,
+            }
+        )
+
+    async def _send_setpoints(self, execution: _Execution, snapshot: FleetSnapshot, plan: StepPlan, now: datetime) -> None:
+        """Send changed set-points; release devices that dropped out of the dispatchable set."""
+        dispatchable = frozenset(d for d, ok in zip(snapshot.device_ids, snapshot.dispatchable) if ok)
+        if execution.dispatchable and dispatchable != execution.dispatchable:
+            execution.state = execution.state.model_copy(update={"reallocations": execution.state.reallocations + 1})
+            self.log.info(
+                "fleet changed, re-allocated",
+                instruction_id=execution.instruction.id,
+                lost=sorted(execution.dispatchable - dispatchable)[:20],
+                gained=sorted(dispatchable - execution.dispatchable)[:20],
+            )
+        execution.dispatchable = dispatchable
+        outgoing: list[tuple[str, Setpoint]] = []
+        deadband = self.settings.setpoint_deadband_kw
+        for i, device_id in enumerate(snapshot.device_ids):
+            target = plan.setpoints_kw[i]
+            held = execution.sent_kw.get(device_id)
+            if np.isnan(target):
+                if held is not None:
+                    outgoing.append((snapshot.adapters[i], Setpoint(device_id=device_id, p_kw=None, ts=now, instruction_id=execution.instruction.id)))
+                    del execution.sent_kw[device_id]
+                continue
+            target = float(target)
+            baseline = execution.state.device_baseline_kw.get(device_id, snapshot.p_kw[i])
+            if held is None and abs(target - baseline) <= deadband:
+                continue  # the device is asked to stay as it is: leave it alone
+            if held is not None and abs(target - held) <= deadband:
+                continue
+            outgoing.append((snapshot.adapters[i], Setpoint(device_id=device_id, p_kw=target, ts=now, instruction_id=execution.instruction.id)))
+            execution.sent_kw[device_id] = target
+        await self._deliver(outgoing)
+
+    async def _deliver(self, outgoing: Sequence[tuple[str, Setpoint]]) -> None:
+        """Hand set-points to their adapters (grouped), then log them in the store."""
+        if not outgoing:
+            return
+        by_adapter: dict[str, list[Setpoint]] = {}
+        for adapter_name, setpoint in outgoing:
+            by_adapter.setdefault(adapter_name, []).append(setpoint)
+        for adapter_name, setpoints in by_adapter.items():
+            adapter = self.adapters.get(adapter_name)
+            if adapter is None:
+                self.metrics.adapter_errors.labels(adapter=adapter_name, operation="missing").inc()
+                continue
+            try:
+                await adapter.write_setpoints(setpoints)
+            except Exception as exc:
+                self._adapter_failed(adapter_name, "write", exc)
+                continue
+            self.metrics.setpoints_sent.labels(adapter=adapter_name).inc(len(setpoints))
+        await self.store.append_setpoints([sp for _, sp in outgoing])
+
+    async def _finish(self, execution: _Execution, status: DispatchStatus, message: str) -> None:
+        """Release every device the instruction holds and write its final state."""
+        now = self.clock.now()
+        release = [
+            (self._adapter_of(device_id), Setpoint(device_id=device_id, p_kw=None, ts=now, instruction_id=execution.instruction.id))
+            for device_id in execution.sent_kw
+        ]
+        await self._deliver(release)
+        execution.sent_kw.clear()
+        execution.state = execution.state.model_copy(
+            update={"status": status, "updated_at": now, "message": message, "devices_dispatched": 0}
+        )
+        await self._persist(execution, force=True)
+        self._pending.pop(execution.instruction.id, None)
+        self._active = None
+        self.log.info(
+            "instruction finished",
+            instruction_id=execution.instruction.id,
+            status=str(status),
+            requested_kwh=round(execution.state.requested_kwh, 3),
+            delivered_kwh=round(execution.state.delivered_kwh, 3),
+            message=message,
+        )
+
+    async def _persist(self, execution: _Execution, force: bool = False) -> None:
+        now = execution.state.updated_at
+        due = execution.last_persist is None or (
+            (now - execution.last_persist).total_seconds() >= self.settings.state_persist_interval_s
+        )
+        if force or due:
+            await self.store.put_dispatch_state(execution.state)
+            execution.last_persist = now
+
+    def _adapter_of(self, device_id: str) -> str:
+        for device in self._devices:
+            if device.id == device_id:
+                return device.adapter
+        return ""
+
+    def _update_plant_gauges(self, snapshot: FleetSnapshot) -> None:
+        totals = plant_state(snapshot)
+        self.metrics.plant_net_kw.set(totals["net_kw"])
+        self.metrics.plant_available_up_kw.set(totals["available_up_kw"])
+        self.metrics.plant_available_down_kw.set(totals["available_down_kw"])
+
+    async def list_instructions(self) -> list[tuple[DispatchInstruction, DispatchState]]:
+        """Every instruction with its freshest state (the active one's from memory)."""
+        pairs = await self.store.list_instructions()
+        if self._active is None:
+            return pairs
+        active = self._active
+        return [(i, active.state if i.id == active.instruction.id else s) for i, s in pairs]
+
+    async def instruction_view(self, instruction_id: str) -> tuple[DispatchInstruction, DispatchState]:
+        """The instruction and its freshest state (in memory when active). Raises ``NotFound``."""
+        if self._active is not None and self._active.instruction.id == instruction_id:
+            return self._active.instruction, self._active.state
+        found = await self.store.get_instruction(instruction_id)
+        if found is None:
+            raise NotFound(f"instruction '{instruction_id}' does not exist")
+        return found

@@ -113,14 +113,3 @@ def plan_step(
         allocation=allocation,
         device_delivered_kw=device_delivered,
     )
-
-
-def enterprise_energy_kwh(
-    enterprise_ids: tuple[str, ...], device_delivered_kw: np.ndarray, sign: float, dt_h: float
-) -> dict[str, float]:
-    """Energy each enterprise delivered toward the request over ``dt_h`` [kWh], signed (+ = helped)."""
-    totals: dict[str, float] = {}
-    for enterprise_id, delivered_kw in zip(enterprise_ids, (device_delivered_kw * sign * dt_h).tolist()):
-        if delivered_kw:
-            totals[enterprise_id] = totals.get(enterprise_id, 0.0) + delivered_kw
-    return totals

@@ -29,7 +29,8 @@ from adapters.base import Adapter
 from vpp.aggregator import FleetSnapshot, build_snapshot, plant_state
 from vpp.clock import Clock
 from vpp.errors import InvalidInput, NotFound
-from vpp.execution import StepPlan, baseline_array, enterprise_energy_kwh, plan_step
+from market import enterprise_delivered_kwh
+from vpp.execution import StepPlan, baseline_array, plan_step
 from vpp.metrics import Metrics
 from vpp.model import (
     Device,
@@ -361,7 +362,7 @@ class PlantService:
         dt_h = (now - execution.last_step).total_seconds() / 3600.0 if execution.last_step else 0.0
         sign = plan.request_sign
         per_enterprise = dict(state.enterprise_delivered_kwh)
-        for enterprise_id, kwh in enterprise_energy_kwh(snapshot.enterprise_ids, plan.device_delivered_kw, sign, dt_h).items():
+        for enterprise_id, kwh in enterprise_delivered_kwh(snapshot.enterprise_ids, plan.device_delivered_kw, sign, dt_h).items():
             per_enterprise[enterprise_id] = per_enterprise.get(enterprise_id, 0.0) + kwh
         baselines = dict(state.device_baseline_kw)
         for device_id, p_kw, fresh in zip(snapshot.device_ids, baseline.tolist(), snapshot.fresh):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from market import response_ratio
 from vpp.aggregator import device_rows
 from vpp.api.errors import error_middleware
 from vpp.api.openapi import openapi_document
@@ -114,6 +115,7 @@ async def get_dispatch(request: web.Request, _: Principal | None) -> web.Respons
 
 async def _dispatch_view(service: PlantService, instruction_id: str, progress: bool) -> dict:
     instruction, state = await service.instruction_view(instruction_id)
+    ratio = response_ratio(state.delivered_kwh, state.requested_kwh)
     delivered = state.enterprise_delivered_kwh
     positive_total = sum(v for v in delivered.values() if v > 0)
     shares = [
@@ -127,7 +129,7 @@ async def _dispatch_view(service: PlantService, instruction_id: str, progress: b
     body = {
         "instruction": _dump(instruction),
         "state": _state_json(state),
-        "response_ratio": round(state.delivered_kwh / state.requested_kwh, 4) if state.requested_kwh > 0 else None,
+        "response_ratio": None if ratio is None else round(ratio, 4),
         "enterprise_shares": shares,
     }
     if progress:

@@ -1,0 +1,151 @@
+"""The service loop on the simulated park: instructions executed, delivered, re-allocated, resumed."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from adapters.simulator import SimulatorAdapter
+from tests.vpp.harness import SETTINGS, make_plant
+from vpp.service import PlantService
+from vpp.model import DispatchInstruction, DispatchStatus, TelemetrySample
+
+
+def _sustained_up_kw(service, minutes: int) -> float:
+    return next(s["up_kw"] for s in service.plant()["sustained"] if s["duration_min"] == minutes)
+
+
+def _delta(plant, delta_kw: float, minutes: float = 15, instruction_id: str = "i-1", offset_s: float = 0) -> DispatchInstruction:
+    start = plant.clock.now() + timedelta(seconds=offset_s)
+    return DispatchInstruction(id=instruction_id, kind="delta", start=start, end=start + timedelta(minutes=minutes), delta_kw=delta_kw)
+
+
+async def test_a_feasible_reduction_is_delivered_and_devices_released_after(plant):
+    delta_kw = round(0.5 * _sustained_up_kw(plant.service, 15), 1)
+    assert delta_kw > 50, "the test park should offer upward flexibility at noon"
+    await plant.service.submit_instruction(_delta(plant, delta_kw))
+    await plant.run(5 * 60)
+    instruction, state = await plant.service.instruction_view("i-1")
+    assert state.status is DispatchStatus.ACTIVE
+    assert state.delivered_kw == pytest.approx(delta_kw, rel=0.05)
+    points = await plant.store.dispatch_progress("i-1")
+    assert points[-1].measured_kw == pytest.approx(points[-1].requested_kw, abs=0.05 * delta_kw)
+
+    await plant.run(11 * 60)
+    _, state = await plant.service.instruction_view("i-1")
+    assert state.status is DispatchStatus.COMPLETED
+    assert state.delivered_kwh == pytest.approx(state.requested_kwh, rel=0.1)
+    assert sum(state.enterprise_delivered_kwh.values()) == pytest.approx(state.delivered_kwh, rel=1e-6)
+    last_by_device = {sp.device_id: sp.p_kw for sp in await plant.store.setpoints_for("i-1")}
+    assert last_by_device and all(p is None for p in last_by_device.values()), "every device is released at the end"
+
+
+async def test_the_same_instruction_twice_changes_nothing(plant):
+    instruction = _delta(plant, 100.0)
+    first, created = await plant.service.submit_instruction(instruction)
+    again, created_again = await plant.service.submit_instruction(instruction)
+    assert created and not created_again and again == first
+    assert len(await plant.store.list_instructions()) == 1
+
+
+async def test_a_device_that_drops_out_is_excluded_and_the_rest_take_over(plant):
+    delta_kw = round(0.4 * _sustained_up_kw(plant.service, 15), 1)
+    await plant.service.submit_instruction(_delta(plant, delta_kw))
+    await plant.run(60)
+    held = {sp.device_id: sp.p_kw for sp in await plant.store.setpoints_for("i-1")}
+    # Drop the device carrying the largest share of the reduction.
+    baseline = (await plant.service.instruction_view("i-1"))[1].device_baseline_kw
+    dropped = max(held, key=lambda d: abs(held[d] - baseline[d]))
+    plant.park.set_online(dropped, False)
+    stale_from = plant.clock.now() + timedelta(seconds=SETTINGS.stale_after_s)
+    await plant.run(3 * 60)
+    _, state = await plant.service.instruction_view("i-1")
+    assert state.reallocations >= 1
+    assert state.delivered_kw == pytest.approx(delta_kw, rel=0.05)
+    after_stale = [sp for sp in await plant.store.setpoints_for("i-1") if sp.device_id == dropped and sp.ts > stale_from]
+    # Once stale, the dropped device gets at most its release, never a new set-point.
+    assert len(after_stale) <= 1 and all(sp.p_kw is None for sp in after_stale)
+    snapshot = plant.service.snapshot()
+    assert not snapshot.fresh[snapshot.device_ids.index(dropped)]
+
+
+async def test_an_infeasible_request_reports_its_shortfall(plant):
+    huge_kw = 10 * plant.service.plant()["available_up_kw"] + 1000
+    await plant.service.submit_instruction(_delta(plant, huge_kw))
+    await plant.run(60)
+    _, state = await plant.service.instruction_view("i-1")
+    assert state.shortfall_kw > 0.5 * huge_kw
+
+
+async def test_an_active_instruction_resumes_after_a_restart_with_its_baseline(tmp_path):
+    plant = await make_plant(tmp_path)
+    await plant.service.submit_instruction(_delta(plant, 100.0))
+    await plant.run(30)
+    _, before = await plant.service.instruction_view("i-1")
+    await plant.service.stop()  # persists the active state
+
+    restarted = PlantService(plant.store, {"simulator": SimulatorAdapter(plant.park, plant.clock)}, plant.clock, settings=SETTINGS)
+    await restarted.load()
+    plant.service = restarted
+    await plant.run(10)
+    _, after = await restarted.instruction_view("i-1")
+    assert after.status is DispatchStatus.ACTIVE
+    assert after.device_baseline_kw == before.device_baseline_kw
+    assert after.delivered_kwh >= before.delivered_kwh
+    await restarted.stop()
+    await plant.store.close()
+
+
+async def test_an_instruction_whose_window_passed_is_cancelled_not_run(plant):
+    await plant.service.submit_instruction(_delta(plant, 100.0, minutes=1, offset_s=10))
+    plant.clock.advance(3600)  # the service was "down" over the whole window
+    await plant.service.control_step()
+    _, state = await plant.service.instruction_view("i-1")
+    assert state.status is DispatchStatus.CANCELLED
+    assert await plant.store.setpoints_for("i-1") == []
+
+
+async def test_a_newer_instruction_supersedes_the_active_one(plant):
+    await plant.service.submit_instruction(_delta(plant, 100.0, instruction_id="first"))
+    await plant.run(20)
+    await plant.service.submit_instruction(_delta(plant, 50.0, instruction_id="second"))
+    await plant.run(4)
+    _, first = await plant.service.instruction_view("first")
+    _, second = await plant.service.instruction_view("second")
+    assert first.status is DispatchStatus.COMPLETED and "superseded by second" in first.message
+    assert second.status is DispatchStatus.ACTIVE
+
+
+class _BrokenAdapter:
+    """An adapter whose peer is gone: every call fails."""
+
+    name = "broken"
+
+    def __init__(self) -> None:
+        self.connects = 0
+
+    async def connect(self) -> None:
+        self.connects += 1
+        raise ConnectionError("peer unreachable")
+
+    async def read_telemetry(self) -> list[TelemetrySample]:
+        raise ConnectionError("peer unreachable")
+
+    async def write_setpoints(self, setpoints) -> None:
+        raise ConnectionError("peer unreachable")
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_failing_adapter_is_counted_and_retried_with_backoff_without_stopping_the_others(plant):
+    broken = _BrokenAdapter()
+    adapters = {"simulator": plant.service.adapters["simulator"], "broken": broken}
+    service = PlantService(plant.store, adapters, plant.clock, settings=SETTINGS)
+    await service.load()  # first connect attempt fails, a backoff starts
+    assert await service.poll_telemetry() > 0, "the simulator adapter keeps delivering"
+    assert await service.poll_telemetry() > 0
+    assert broken.connects == 1, "no reconnect attempt inside the backoff"
+    metrics = service.metrics.render().decode()
+    assert 'vpp_adapter_errors_total{adapter="broken",operation="connect"} 1.0' in metrics

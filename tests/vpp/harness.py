@@ -13,7 +13,7 @@ from simulators.park import ParkSpec, build_park
 from simulators.sim import SimulatedPark
 from vpp.clock import ManualClock
 from vpp.service import PlantService, ServiceSettings
-from vpp.store.sqlite import SqliteStore
+from vpp.store import SqliteStore, Store
 
 # 12:00 in Shanghai on a summer weekday: PV producing, factories running.
 NOON = datetime(2026, 7, 1, 4, 0, tzinfo=timezone.utc)
@@ -23,7 +23,7 @@ SETTINGS = ServiceSettings(telemetry_interval_s=1.0, control_interval_s=2.0, sta
 @dataclass
 class Plant:
     service: PlantService
-    store: SqliteStore
+    store: Store
     clock: ManualClock
     park: SimulatedPark
     spec: ParkSpec
@@ -36,8 +36,11 @@ class Plant:
             await self.service.control_step()
 
 
-async def make_plant(tmp_path, start: datetime = NOON, n_enterprises: int = 5, seed: int = 3) -> Plant:
-    store = SqliteStore(tmp_path / "vpp.sqlite3")
+async def make_plant(
+    tmp_path, start: datetime = NOON, n_enterprises: int = 5, seed: int = 3, store: Store | None = None
+) -> Plant:
+    """Seed ``store`` (default: SQLite in ``tmp_path``) with a simulated park and load a service on it."""
+    store = store or SqliteStore(tmp_path / "vpp.sqlite3")
     await store.open()
     spec = build_park(seed=seed, n_enterprises=n_enterprises)
     for enterprise in spec.enterprises:

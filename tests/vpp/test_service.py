@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import pytest
 
 from adapters.simulator import SimulatorAdapter
+from tests.redis_support import drop_namespace, redis_url
 from tests.vpp.harness import SETTINGS, make_plant
 from vpp.service import PlantService
+from vpp.store import RedisStore
 from vpp.model import DispatchInstruction, DispatchStatus, TelemetrySample
 
 
@@ -149,3 +152,21 @@ async def test_a_failing_adapter_is_counted_and_retried_with_backoff_without_sto
     assert broken.connects == 1, "no reconnect attempt inside the backoff"
     metrics = service.metrics.render().decode()
     assert 'vpp_adapter_errors_total{adapter="broken",operation="connect"} 1.0' in metrics
+
+
+async def test_the_service_runs_an_instruction_on_the_redis_store_too(tmp_path):
+    namespace = f"test-{uuid.uuid4().hex}"
+    await drop_namespace(redis_url(), namespace)  # fails with a clear message when Redis is down
+    plant = await make_plant(tmp_path, store=RedisStore(redis_url(), namespace=namespace))
+    try:
+        delta_kw = round(0.5 * _sustained_up_kw(plant.service, 15), 1)
+        await plant.service.submit_instruction(_delta(plant, delta_kw, minutes=3))
+        await plant.run(4 * 60)
+        instruction, state = await plant.store.get_instruction("i-1")
+        assert state.status is DispatchStatus.COMPLETED
+        assert state.delivered_kwh == pytest.approx(state.requested_kwh, rel=0.15)
+        assert len(await plant.store.dispatch_progress("i-1")) >= 60
+    finally:
+        await plant.service.stop()
+        await plant.store.close()
+        await drop_namespace(redis_url(), namespace)

@@ -9,32 +9,37 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import aiohttp
 import pytest
 
+from tests.redis_support import drop_namespace, redis_url
+from vpp.store import RedisStore
+
 SPEED = 20.0  # simulated seconds per wall second
+
+
+def _start_demo(data_dir, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "vpp.cli", "serve", "--demo", "--port", "0", "--data-dir", str(data_dir),
+         "--speed", str(SPEED), "--enterprises", "8", "--control-interval", "2", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
 
 
 @pytest.fixture
 def demo(tmp_path):
-    """A demo service on a free loopback port; yields (url, tokens) parsed from its banner."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "vpp.cli", "serve", "--demo", "--port", "0", "--data-dir", str(tmp_path),
-         "--speed", str(SPEED), "--enterprises", "8", "--control-interval", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
+    """A demo service on a free loopback port; yields (url, tokens, enterprise id, data dir, process)."""
+    process = _start_demo(tmp_path)
     try:
-        banner = _read_banner(process)
+        url, tokens, enterprise_id = _parse_banner(_read_banner(process))
     except BaseException:
         process.kill()
         process.wait()
         process.stdout.close()
         raise
-    url = re.search(r"listening on (http://\S+)", banner).group(1)
-    tokens = dict(re.findall(r"^\s+(grid|admin|enterprise):\s+(vpp_\S+)", banner, re.M))
-    enterprise_id = re.search(r"enterprise:\s+vpp_\S+\s+\((\S+)\)", banner).group(1)
     try:
         yield url, tokens, enterprise_id, tmp_path, process
     finally:
@@ -42,6 +47,13 @@ def demo(tmp_path):
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=30)
         process.stdout.close()
+
+
+def _parse_banner(banner: str) -> tuple[str, dict[str, str], str]:
+    url = re.search(r"listening on (http://\S+)", banner).group(1)
+    tokens = dict(re.findall(r"^\s+(grid|admin|enterprise):\s+(vpp_\S+)", banner, re.M))
+    enterprise_id = re.search(r"enterprise:\s+vpp_\S+\s+\((\S+)\)", banner).group(1)
+    return url, tokens, enterprise_id
 
 
 def _read_banner(process: subprocess.Popen) -> str:
@@ -134,3 +146,29 @@ def test_sigterm_stops_the_service_cleanly(demo):
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0
     assert (data_dir / "vpp.sqlite3").exists() and (data_dir / "demo-tokens.json").stat().st_mode & 0o077 == 0
+
+
+async def test_serve_on_the_redis_store_accepts_and_keeps_an_instruction(tmp_path):
+    namespace = f"test-e2e-{uuid.uuid4().hex}"
+    store_url = f"{redis_url()}?namespace={namespace}"
+    await drop_namespace(redis_url(), namespace)  # fails with a clear message when Redis is down
+    process = _start_demo(tmp_path, "--store", store_url)
+    try:
+        url, tokens, _ = _parse_banner(_read_banner(process))
+        now = datetime.now(timezone.utc)
+        instruction = {"id": "redis-1", "kind": "delta", "start": now.isoformat(),
+                       "end": (now + timedelta(minutes=5)).isoformat(), "delta_kw": 10.0}
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{url}/api/v1/dispatch", json=instruction,
+                                    headers={"Authorization": f"Bearer {tokens['grid']}"}) as r:
+                assert r.status == 201
+        store = RedisStore(redis_url(), namespace=namespace)
+        async with store:
+            stored = await store.get_instruction("redis-1")
+            assert stored is not None and stored[0].delta_kw == 10.0
+            assert len(await store.list_devices()) > 0
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        process.stdout.close()
+        await drop_namespace(redis_url(), namespace)

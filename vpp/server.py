@@ -94,6 +94,10 @@ def _banner(url: str, tokens: DemoTokens | None, store_url: str) -> str:
 async def serve(args: argparse.Namespace) -> int:
     """Run until SIGINT or SIGTERM; then stop taking work, close adapters and the store."""
     log = structlog.get_logger("vpp.server")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)  # first: a signal during start-up still shuts down cleanly
     args.data_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(args.store, args.data_dir)
     await store.open()
@@ -116,10 +120,6 @@ async def serve(args: argparse.Namespace) -> int:
     url = f"http://{args.host}:{port}"
     print(_banner(url, tokens, args.store or f"sqlite:///{args.data_dir / 'vpp.sqlite3'}"), flush=True)
     log.info("serving", url=url, demo=args.demo, devices=len(service.devices))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
     finally:

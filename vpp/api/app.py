@@ -15,7 +15,7 @@ from vpp.api.openapi import openapi_document
 from vpp.auth import Principal, authenticate
 from vpp.errors import InvalidInput, NotFound
 from vpp.metrics import CONTENT_TYPE
-from vpp.model import DispatchInstruction, Role, parse_device
+from vpp.model import DispatchInstruction, Enterprise, Role, parse_device
 from vpp.service import PlantService
 
 MAX_BODY_BYTES = 256 * 1024
@@ -154,6 +154,15 @@ async def list_enterprises(request: web.Request, _: Principal | None) -> web.Res
     return web.json_response({"enterprises": [_dump(e) for e in enterprises]})
 
 
+async def post_enterprise(request: web.Request, _: Principal | None) -> web.Response:
+    payload = await _json_body(request)
+    enterprise = Enterprise.model_validate(payload)
+    store = _service(request).store
+    created = await store.get_enterprise(enterprise.id) is None
+    await store.put_enterprise(enterprise)
+    return web.json_response(_dump(enterprise), status=201 if created else 200)
+
+
 async def _require_enterprise(request: web.Request, principal: Principal | None) -> str:
     enterprise_id = request.match_info["enterprise_id"]
     assert principal is not None
@@ -211,6 +220,10 @@ ROUTES: tuple[Route, ...] = (
         "Status, requested vs delivered over time, per-enterprise shares", response_schema="DispatchView",
     ),
     Route("GET", "/api/v1/enterprises", list_enterprises, (Role.ADMIN,), "Enterprises of the park"),
+    Route(
+        "POST", "/api/v1/enterprises", post_enterprise, (Role.ADMIN,),
+        "Register or rename an enterprise (201 new, 200 changed)", request_schema="Enterprise", response_schema="Enterprise",
+    ),
     Route("GET", "/api/v1/enterprises/{enterprise_id}", get_enterprise, (Role.ENTERPRISE, Role.ADMIN), "One enterprise"),
     Route(
         "GET", "/api/v1/enterprises/{enterprise_id}/devices", list_devices, (Role.ENTERPRISE, Role.ADMIN),

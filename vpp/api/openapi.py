@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from vpp import __version__
-from vpp.model import DispatchInstruction, DispatchState, device_json_schema
+from vpp.model import DispatchInstruction, DispatchState, Enterprise, device_json_schema
 
 if TYPE_CHECKING:
     from vpp.api.app import Route
@@ -73,7 +73,7 @@ def _components() -> dict:
     device = device_json_schema()
     schemas = dict(device.pop("$defs", {}))
     schemas["Device"] = device
-    schemas.update(_model_schemas(DispatchInstruction, DispatchState))
+    schemas.update(_model_schemas(DispatchInstruction, DispatchState, Enterprise))
     schemas["Error"] = _ERROR_SCHEMA
     schemas["PlantState"] = _PLANT_SCHEMA
     schemas["DispatchView"] = {

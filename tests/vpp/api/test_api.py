@@ -153,3 +153,14 @@ async def test_unknown_routes_answer_json_404(api):
     client, _, _, _ = api
     answer = await client.get("/api/v1/nothing-here")
     assert answer.status == 404 and (await answer.json())["error"]["status"] == 404
+
+
+async def test_the_admin_registers_enterprises_and_only_the_admin(api):
+    client, tokens, plant, _ = api
+    body = {"id": "newco", "name": "New Co", "region": "East"}
+    assert (await client.post("/api/v1/enterprises", json=body, headers=_auth(tokens["e1"]))).status == 403
+    assert (await client.post("/api/v1/enterprises", json=body, headers=_auth(tokens["admin"]))).status == 201
+    assert (await client.post("/api/v1/enterprises", json={**body, "name": "New Co Ltd"}, headers=_auth(tokens["admin"]))).status == 200
+    assert (await plant.store.get_enterprise("newco")).name == "New Co Ltd"
+    bad = await client.post("/api/v1/enterprises", json={"id": "bad id!", "name": ""}, headers=_auth(tokens["admin"]))
+    assert bad.status == 422 and {f["field"] for f in (await bad.json())["error"]["fields"]} == {"id", "name"}

@@ -10,14 +10,12 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import sys
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import aiohttp
-import structlog
 
 from vpp.errors import VppError
 from vpp.logs import configure_logging

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from adapters.base import Adapter, AdapterError
 from simulators.sim import SimulatedPark
 from vpp.clock import Clock
-from vpp.model import MeterReading, Setpoint, TelemetrySample
+from vpp.model import Device, MeterReading, Setpoint, TelemetrySample
 
 __all__ = ["SimulatorAdapter"]
 
@@ -75,6 +75,29 @@ class SimulatorAdapter(Adapter):
         self.park.step(self.clock.now())
         unknown = self.park.apply_setpoints(setpoints)
         self.unknown_setpoints += len(unknown)
+
+    async def add_device(self, device: Device) -> None:
+        """Let a newly enrolled device join the park, or a changed one replace its old self.
+
+        The park is first advanced to the clock's time, so the time before is
+        simulated with the old fleet; every other device keeps its state and
+        the meters stay continuous (see
+        :meth:`~simulators.sim.SimulatedPark.add_device`). Allowed before
+        ``connect``, so a service can hand over stored devices while it
+        starts up.
+
+        Raises
+        ------
+        AdapterError
+            The device's enterprise is not in the simulated park.
+        """
+        if self._closed:
+            raise AdapterError("simulator adapter: add_device after close")
+        self.park.step(self.clock.now())
+        try:
+            self.park.add_device(device)
+        except ValueError as exc:
+            raise AdapterError(f"simulator adapter: {exc}") from exc
 
     async def close(self) -> None:
         """Disconnect; safe to call twice."""

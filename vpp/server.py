@@ -40,8 +40,6 @@ async def seed_demo_park(store: Store, clock: Clock, n_enterprises: int, seed: i
     spec = build_park(seed=seed, n_enterprises=n_enterprises)
     for enterprise in spec.enterprises:
         await store.put_enterprise(enterprise)
-    for meter in spec.meters:
-        await store.put_meter(meter)
     for device in spec.devices:
         await store.put_device(device)
     park = SimulatedPark(spec, start=clock.now(), seed=seed)
@@ -51,6 +49,8 @@ async def seed_demo_park(store: Store, clock: Clock, n_enterprises: int, seed: i
     for device in await store.list_devices():
         if device.id not in known and device.adapter == "simulator":
             await adapter.add_device(device)
+    for meter in park.spec.meters:  # a PV added to an enterprise without one brings a generation meter
+        await store.put_meter(meter)
     return {"simulator": adapter}
 
 

@@ -25,8 +25,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import structlog
 
-from adapters.base import Adapter
-from vpp.aggregator import FleetSnapshot, build_snapshot, plant_state
+from adapters.base import Adapter, AdapterError
+from vpp.aggregator import FleetSnapshot, build_snapshot, device_rows, plant_state
 from vpp.clock import Clock
 from vpp.errors import InvalidInput, NotFound
 from market import enterprise_delivered_kwh
@@ -186,10 +186,14 @@ class PlantService:
         if device.adapter not in self.adapters:
             known = ", ".join(sorted(self.adapters)) or "none"
             raise InvalidInput("adapter", f"'{device.adapter}' is not running in this service (running: {known})")
-        created = await self.store.put_device(device)
         add_device = getattr(self.adapters[device.adapter], "add_device", None)
         if add_device is not None:
-            await add_device(device)
+            # The adapter first: a device it cannot take is refused before anything is stored.
+            try:
+                await add_device(device)
+            except AdapterError as exc:
+                raise InvalidInput("adapter", str(exc)) from None
+        created = await self.store.put_device(device)
         self._devices = await self.store.list_devices()
         self.metrics.devices_enrolled.set(len(self._devices))
         self.log.info("device enrolled", device_id=device.id, enterprise_id=device.enterprise_id, created=created)
@@ -259,6 +263,10 @@ class PlantService:
     def snapshot(self) -> FleetSnapshot:
         """The fleet now, from the latest telemetry."""
         return build_snapshot(self._devices, self._latest, self.clock.now(), self.settings.stale_after_s, self._zone)
+
+    def plant_devices(self) -> list[dict]:
+        """Live state of every device (JSON-ready)."""
+        return device_rows(self.snapshot())
 
     def plant(self) -> dict:
         """Live plant totals (JSON-ready), with the active instruction's id."""

@@ -11,7 +11,7 @@ from adapters.simulator import SimulatorAdapter
 from simulators.park import ParkSpec, build_park
 from simulators.sim import SimulatedPark
 from vpp.clock import ManualClock
-from vpp.model import Battery, Setpoint
+from vpp.model import PV, Battery, Setpoint
 
 NOON = datetime(2026, 6, 16, 4, 0, tzinfo=timezone.utc)  # 12:00 Asia/Shanghai
 
@@ -123,3 +123,44 @@ async def test_offline_device_is_absent_from_telemetry(adapter, clock, spec):
     clock.advance(10)
     await adapter.read_telemetry()
     assert adapter.park.power_kw(bat.id) == 0.0
+
+
+async def test_add_device_joins_the_park_at_the_clocks_time(adapter, clock, spec):
+    pv = PV(id="e01-pv9", enterprise_id="e01", rated_kw=250.0)
+    clock.advance(600)
+    await adapter.add_device(pv)  # allowed before connect: the service seeds devices while starting
+    assert adapter.park.now == clock.now()  # the ten minutes before ran with the old fleet
+    await adapter.connect()
+    clock.advance(60)
+    samples = {s.device_id: s for s in await adapter.read_telemetry()}
+    assert set(samples) == {d.id for d in spec.devices} | {pv.id}
+    assert samples[pv.id].p_kw > 0.0
+    await adapter.write_setpoints([Setpoint(device_id=pv.id, p_kw=50.0, ts=clock.now())])
+    assert adapter.unknown_setpoints == 0
+    clock.advance(60)
+    samples = {s.device_id: s for s in await adapter.read_telemetry()}
+    assert samples[pv.id].p_kw == pytest.approx(50.0)
+
+
+async def test_add_device_replaces_a_changed_device(adapter, clock, spec):
+    await adapter.connect()
+    bat = _battery(spec)
+    soc = adapter.park.soc_kwh(bat.id)
+    await adapter.add_device(bat.model_copy(update={"rated_kw": bat.rated_kw / 2}))
+    assert adapter.park.soc_kwh(bat.id) == soc
+    clock.advance(60)
+    sample = next(s for s in await adapter.read_telemetry() if s.device_id == bat.id)
+    assert sample.p_max_kw <= bat.rated_kw / 2
+
+
+async def test_add_device_for_an_unknown_enterprise_is_an_adapter_error(adapter, spec):
+    with pytest.raises(AdapterError, match="'elsewhere'") as caught:
+        await adapter.add_device(PV(id="x-pv1", enterprise_id="elsewhere", rated_kw=100.0))
+    assert not isinstance(caught.value, ValueError)
+    assert adapter.park.device_ids == [d.id for d in spec.devices]
+
+
+async def test_add_device_after_close_fails(adapter):
+    await adapter.close()
+    with pytest.raises(AdapterError, match="after close"):
+        await adapter.add_device(PV(id="e01-pv9", enterprise_id="e01", rated_kw=100.0))

@@ -170,3 +170,24 @@ async def test_the_service_runs_an_instruction_on_the_redis_store_too(tmp_path):
         await plant.service.stop()
         await plant.store.close()
         await drop_namespace(redis_url(), namespace)
+
+
+async def test_a_device_the_adapter_refuses_is_not_stored(plant):
+    from vpp.errors import InvalidInput
+    from vpp.model import Enterprise, PV
+
+    await plant.store.put_enterprise(Enterprise(id="not-in-park", name="Registered but not simulated"))
+    with pytest.raises(InvalidInput) as info:
+        await plant.service.enrol_device(PV(id="orphan-pv", enterprise_id="not-in-park", rated_kw=10))
+    assert info.value.field == "adapter" and "not-in-park" in info.value.message
+    assert await plant.store.get_device("orphan-pv") is None
+
+
+async def test_an_enrolled_device_joins_the_simulated_park_and_reports(plant):
+    from vpp.model import PV
+
+    enterprise_id = plant.spec.enterprises[0].id
+    assert await plant.service.enrol_device(PV(id="late-pv", enterprise_id=enterprise_id, rated_kw=200))
+    await plant.run(4)
+    row = next(r for r in plant.service.plant_devices() if r["device_id"] == "late-pv")
+    assert row["online"] and row["p_kw"] > 0

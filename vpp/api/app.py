@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from market import response_ratio
-from vpp.aggregator import device_rows
 from vpp.api.errors import error_middleware
 from vpp.api.openapi import openapi_document
 from vpp.auth import Principal, authenticate
@@ -84,7 +83,7 @@ async def get_plant(request: web.Request, _: Principal | None) -> web.Response:
     service = _service(request)
     body = service.plant()
     if request.query.get("devices", "").lower() in ("1", "true", "yes"):
-        body["devices"] = device_rows(service.snapshot())
+        body["devices"] = service.plant_devices()
     return web.json_response(body)
 
 
@@ -182,7 +181,7 @@ async def list_devices(request: web.Request, principal: Principal | None) -> web
     enterprise_id = await _require_enterprise(request, principal)
     service = _service(request)
     devices = await service.store.list_devices(enterprise_id)
-    live = {row["device_id"]: row for row in device_rows(service.snapshot()) if row["enterprise_id"] == enterprise_id}
+    live = {row["device_id"]: row for row in service.plant_devices() if row["enterprise_id"] == enterprise_id}
     return web.json_response({"devices": [{**_dump(d), "live": live.get(d.id)} for d in devices]})
 
 

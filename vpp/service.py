@@ -28,6 +28,7 @@ import structlog
 from adapters.base import Adapter, AdapterError
 from vpp.aggregator import FleetSnapshot, build_snapshot, device_rows, plant_state
 from vpp.clock import Clock
+from vpp.envelope import plant_envelope
 from vpp.errors import InvalidInput, NotFound
 from market import enterprise_delivered_kwh
 from vpp.execution import StepPlan, baseline_array, plan_step
@@ -57,6 +58,8 @@ class ServiceSettings:
     state_persist_interval_s: float = 10.0  # how often an active instruction's state is written [s]
     setpoint_deadband_kw: float = 0.05  # smaller changes of a set-point are not re-sent [kW]
     local_zone: str = "Asia/Shanghai"  # park's zone, for protected hours
+    latitude: float = 31.3  # park site, for PV forecasts [deg north]
+    longitude: float = 120.6  # [deg east]
     adapter_backoff_max_s: float = 30.0  # longest wait between reconnect attempts [s]
 
 
@@ -263,6 +266,11 @@ class PlantService:
     def snapshot(self) -> FleetSnapshot:
         """The fleet now, from the latest telemetry."""
         return build_snapshot(self._devices, self._latest, self.clock.now(), self.settings.stale_after_s, self._zone)
+
+    def envelope(self, hours: float) -> list[dict]:
+        """Up/down capability per quarter hour for ``hours`` ahead (JSON-ready rows)."""
+        s = self.settings
+        return plant_envelope(self._devices, self.snapshot(), hours, self._zone, s.latitude, s.longitude)
 
     def plant_devices(self) -> list[dict]:
         """Live state of every device (JSON-ready)."""

@@ -87,6 +87,20 @@ async def get_plant(request: web.Request, _: Principal | None) -> web.Response:
     return web.json_response(body)
 
 
+MAX_ENVELOPE_HOURS = 48
+
+
+async def get_envelope(request: web.Request, _: Principal | None) -> web.Response:
+    raw = request.query.get("hours", "24")
+    try:
+        hours = float(raw)
+    except ValueError:
+        raise InvalidInput("hours", f"'{raw}' is not a number") from None
+    if not 0.25 <= hours <= MAX_ENVELOPE_HOURS:
+        raise InvalidInput("hours", f"{hours} is outside [0.25, {MAX_ENVELOPE_HOURS}]")
+    return web.json_response({"interval_min": 15, "intervals": _service(request).envelope(hours)})
+
+
 async def post_dispatch(request: web.Request, _: Principal | None) -> web.Response:
     payload = await _json_body(request)
     if not isinstance(payload, dict):
@@ -207,6 +221,11 @@ ROUTES: tuple[Route, ...] = (
         "GET", "/api/v1/plant", get_plant, (Role.GRID, Role.ADMIN),
         "Live totals: net power, available up/down (now and sustained), devices online",
         response_schema="PlantState", query=(("devices", "true to include per-device live rows"),),
+    ),
+    Route(
+        "GET", "/api/v1/plant/envelope", get_envelope, (Role.GRID, Role.ADMIN),
+        "Up/down capability per 15-min interval ahead, each interval offered on its own",
+        query=(("hours", "horizon, 0.25 to 48 (default 24)"),),
     ),
     Route(
         "POST", "/api/v1/dispatch", post_dispatch, (Role.GRID,),

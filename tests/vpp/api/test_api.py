@@ -164,3 +164,19 @@ async def test_the_admin_registers_enterprises_and_only_the_admin(api):
     assert (await plant.store.get_enterprise("newco")).name == "New Co Ltd"
     bad = await client.post("/api/v1/enterprises", json={"id": "bad id!", "name": ""}, headers=_auth(tokens["admin"]))
     assert bad.status == 422 and {f["field"] for f in (await bad.json())["error"]["fields"]} == {"id", "name"}
+
+
+async def test_the_envelope_covers_the_horizon_in_quarter_hours(api):
+    client, tokens, plant, _ = api
+    assert (await client.get("/api/v1/plant/envelope", headers=_auth(tokens["e1"]))).status == 403
+    answer = await client.get("/api/v1/plant/envelope?hours=6", headers=_auth(tokens["grid"]))
+    body = await answer.json()
+    assert answer.status == 200 and len(body["intervals"]) == 24
+    starts = [datetime.fromisoformat(i["start"]) for i in body["intervals"]]
+    assert all(s.minute % 15 == 0 and s.second == 0 for s in starts)
+    assert all(b - a == timedelta(minutes=15) for a, b in zip(starts, starts[1:]))
+    assert all(i["up_kw"] >= 0 and i["down_kw"] >= 0 for i in body["intervals"])
+    # Noon now, evening later: the PV that can be curtailed (down) fades toward sunset.
+    assert body["intervals"][0]["down_kw"] > body["intervals"][-1]["down_kw"]
+    bad = await client.get("/api/v1/plant/envelope?hours=500", headers=_auth(tokens["grid"]))
+    assert bad.status == 422 and (await bad.json())["error"]["fields"][0]["field"] == "hours"

@@ -34,7 +34,7 @@ from vpp.carbon.certificates import (
     to_plain,
     transfer,
 )
-from vpp.carbon.chain import (
+from vpp.chain import (
     GENESIS_HASH,
     Problem,
     append,

@@ -1,4 +1,4 @@
-"""Hash chain: canonical hashing, corrections, and detection of every kind of tampering."""
+"""Hash chain of the append-only ledgers (settlement, carbon): canonical hashing, corrections, tampering found."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vpp.carbon import (
+from vpp.chain import (
     GENESIS_HASH,
     append,
     canonical_json,

@@ -8,8 +8,9 @@ allows (SQLite: committed in WAL; Redis: acknowledged by the server).
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from vpp.model import (
     ApiToken,
@@ -145,6 +146,27 @@ class Store(abc.ABC):
     async def setpoints_for(self, instruction_id: str) -> list[Setpoint]:
         """Set-points sent for one instruction, in the order sent."""
 
+    # -- ledgers (append-only, hash-chained) ---------------------------------------
+
+    @abc.abstractmethod
+    async def append_ledger(
+        self, ledger: str, payloads: Sequence[Mapping[str, Any]], corrects: Sequence[int | None] | None = None
+    ) -> list[dict[str, Any]]:
+        """Append records to the named ledger, atomically and in order; returns the records written.
+
+        Each record chains to the one before it (``vpp.chain.make_record``);
+        ``corrects[i]`` names the earlier sequence number payload ``i`` corrects.
+        Concurrent appenders never fork the chain.
+        """
+
+    @abc.abstractmethod
+    async def ledger_records(self, ledger: str, start_seq: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """Records of one ledger from ``start_seq``, in sequence order, as stored."""
+
+    @abc.abstractmethod
+    async def ledger_names(self) -> list[str]:
+        """Names of the ledgers that hold records, sorted."""
+
     # -- auth ------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -159,3 +181,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def ping(self) -> bool:
         """True when the backend answers."""
+
+
+def _corrections(payloads: Sequence[Mapping[str, Any]], corrects: Sequence[int | None] | None) -> list[int | None]:
+    """``corrects`` aligned with ``payloads`` (None for each when not given)."""
+    if corrects is None:
+        return [None] * len(payloads)
+    if len(corrects) != len(payloads):
+        raise ValueError(f"corrects has {len(corrects)} entries for {len(payloads)} payloads")
+    return list(corrects)

@@ -24,6 +24,8 @@ key                                         type    content
 ``ns:progress:{instruction_id}``            zset    packed progress point scored by ts [us]
 ``ns:setpoints:{instruction_id}``           list    packed set-points in the order sent
 ``ns:setpoints_unassigned``                 list    set-points that name no instruction
+``ns:ledgers``                              set     names of ledgers holding records
+``ns:ledger:{name}``                        list    packed hash-chained records, index = seq
 ==========================================  ======  ==========================================
 
 Scores are integer microseconds since the Unix epoch: below 2**53 until the
@@ -38,7 +40,7 @@ from __future__ import annotations
 import functools
 import re
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -50,7 +52,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
 
+from vpp.chain import make_record
 from vpp.errors import Conflict, NotFound, StoreUnavailable
 from vpp.model import (
     ApiToken,
@@ -65,7 +69,7 @@ from vpp.model import (
     Setpoint,
     TelemetrySample,
 )
-from vpp.store.base import Store
+from vpp.store.base import Store, _corrections
 
 __all__ = ["RedisStore", "SCHEMA_VERSION"]
 
@@ -224,6 +228,9 @@ class _Keys:
 
     def setpoints(self, instruction_id: str | None) -> str:
         return self.of("setpoints_unassigned") if instruction_id is None else self.of(f"setpoints:{instruction_id}")
+
+    def ledger(self, name: str) -> str:
+        return self.of(f"ledger:{name}")
 
 
 class RedisStore(Store):
@@ -544,6 +551,47 @@ class RedisStore(Store):
         """The token record with this hash, or None."""
         raw = await self._client.hget(self._k.of("tokens"), token_sha256)
         return None if raw is None else _unpack(ApiToken, raw)
+
+    # -- ledgers -----------------------------------------------------------------
+
+    @_unavailable_on_connection_error
+    async def append_ledger(
+        self, ledger: str, payloads: Sequence[Mapping[str, Any]], corrects: Sequence[int | None] | None = None
+    ) -> list[dict[str, Any]]:
+        """Append chained records; WATCH on the ledger list retries when another process appended first."""
+        fixes = _corrections(payloads, corrects)
+        key = self._k.ledger(ledger)
+        async with self._client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    last = await pipe.lindex(key, -1)
+                    previous = None if last is None else msgpack.unpackb(last)
+                    written = []
+                    for payload, fix in zip(payloads, fixes):
+                        previous = make_record(previous, payload, corrects=fix)
+                        written.append(previous)
+                    pipe.multi()
+                    if written:
+                        pipe.rpush(key, *[msgpack.packb(r) for r in written])
+                        pipe.sadd(self._k.of("ledgers"), ledger)
+                    await pipe.execute()
+                    return written
+                except WatchError:
+                    continue  # someone appended between WATCH and EXEC: chain onto their record
+
+    @_unavailable_on_connection_error
+    async def ledger_records(self, ledger: str, start_seq: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """Records of one ledger from ``start_seq`` (list index = seq)."""
+        stop = -1 if limit is None else start_seq + limit - 1
+        raw = await self._client.lrange(self._k.ledger(ledger), start_seq, stop)
+        return [msgpack.unpackb(r) for r in raw]
+
+    @_unavailable_on_connection_error
+    async def ledger_names(self) -> list[str]:
+        """Ledgers holding records, sorted."""
+        names = await self._client.smembers(self._k.of("ledgers"))
+        return sorted(n.decode() if isinstance(n, bytes) else n for n in names)
 
     # -- health -------------------------------------------------------------------
 

@@ -14,16 +14,18 @@ follows the same rule.
 from __future__ import annotations
 
 import asyncio
+import json
 import contextlib
 import pathlib
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import aiosqlite
 from pydantic import TypeAdapter
 
+from vpp.chain import make_record
 from vpp.errors import Conflict, NotFound, StoreUnavailable
 from vpp.model import (
     ApiToken,
@@ -38,7 +40,7 @@ from vpp.model import (
     Setpoint,
     TelemetrySample,
 )
-from vpp.store.base import Store
+from vpp.store.base import Store, _corrections
 
 __all__ = ["SqliteStore", "SCHEMA_VERSION"]
 
@@ -90,6 +92,10 @@ CREATE TABLE IF NOT EXISTS setpoints (
 );
 CREATE INDEX IF NOT EXISTS setpoints_by_instruction ON setpoints (instruction_id, seq);
 CREATE TABLE IF NOT EXISTS tokens (token_sha256 TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ledger (
+    name TEXT NOT NULL, seq INTEGER NOT NULL, record TEXT NOT NULL,
+    PRIMARY KEY (name, seq)
+) WITHOUT ROWID;
 """
 
 
@@ -438,6 +444,39 @@ class SqliteStore(Store):
         return None if row is None else ApiToken.model_validate_json(row[0])
 
     # -- health -------------------------------------------------------------------
+
+    # -- ledgers -----------------------------------------------------------------
+
+    async def append_ledger(
+        self, ledger: str, payloads: Sequence[Mapping[str, Any]], corrects: Sequence[int | None] | None = None
+    ) -> list[dict[str, Any]]:
+        """Append chained records in one transaction (the write lock orders concurrent appenders)."""
+        fixes = _corrections(payloads, corrects)
+        async with self._write() as db:
+            async with db.execute("SELECT record FROM ledger WHERE name = ? ORDER BY seq DESC LIMIT 1", (ledger,)) as cur:
+                row = await cur.fetchone()
+            previous = None if row is None else json.loads(row[0])
+            written = []
+            for payload, fix in zip(payloads, fixes):
+                previous = make_record(previous, payload, corrects=fix)
+                written.append(previous)
+            await db.executemany(
+                "INSERT INTO ledger (name, seq, record) VALUES (?, ?, ?)",
+                [(ledger, r["seq"], json.dumps(r, separators=(",", ":"))) for r in written],
+            )
+        return written
+
+    async def ledger_records(self, ledger: str, start_seq: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """Records of one ledger from ``start_seq``, by sequence number."""
+        rows = await self._fetch(
+            "SELECT record FROM ledger WHERE name = ? AND seq >= ? ORDER BY seq LIMIT ?",
+            (ledger, start_seq, -1 if limit is None else limit),
+        )
+        return [json.loads(r[0]) for r in rows]
+
+    async def ledger_names(self) -> list[str]:
+        """Ledgers holding records, sorted."""
+        return [r[0] for r in await self._fetch("SELECT DISTINCT name FROM ledger ORDER BY name")]
 
     async def ping(self) -> bool:
         """True when the database answers a trivial query."""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import aiohttp
 
+from vpp import carbon_cli, settlement_cli
 from vpp.errors import VppError
 from vpp.logs import configure_logging
 from vpp.model import Role
@@ -89,6 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     plant = commands.add_parser("plant", help="show the live plant")
     _client_args(plant)
+
+    ledger = commands.add_parser("ledger", help="check the append-only ledgers")
+    ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True)
+    verify = ledger_commands.add_parser("verify", help="find altered, removed or reordered records; exit 1 if any")
+    _store_args(verify)
+    verify.add_argument("--ledger", action="append", help="ledger name (repeatable; default: every ledger)")
+
+    for module in (settlement_cli, carbon_cli):
+        module.add_commands(commands, _store_args, _client_args)
     return parser
 
 
@@ -173,7 +183,33 @@ async def _get(args: argparse.Namespace, path: str) -> int:
     return 0 if status < 400 else 1
 
 
+async def _ledger_verify(args: argparse.Namespace) -> int:
+    from vpp.chain import verify_chain
+    from vpp.store import open_store
+
+    async with open_store(args.store, args.data_dir) as store:
+        names = args.ledger or await store.ledger_names()
+        if not names:
+            print("no ledger holds records yet")
+            return 0
+        broken = False
+        for name in names:
+            records = await store.ledger_records(name)
+            problems = verify_chain(records)
+            if problems:
+                broken = True
+                for problem in problems:
+                    print(f"{name}: record {problem.seq}: {problem.kind}: {problem.message}")
+            else:
+                print(f"{name}: {len(records)} records, chain intact")
+    return 1 if broken else 0
+
+
 async def _run(args: argparse.Namespace) -> int:
+    if getattr(args, "run", None) is not None:  # commands registered by feature modules
+        return await args.run(args)
+    if args.command == "ledger":
+        return await _ledger_verify(args)
     if args.command == "serve":
         from vpp.server import serve
 

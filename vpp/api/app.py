@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from aiohttp import web
 
 from market import response_ratio
 from vpp.api.errors import error_middleware
+from vpp.api.carbon_routes import ROUTES as CARBON_ROUTES
 from vpp.api.openapi import openapi_document
+from vpp.api.routes import SERVICE_KEY, Route, dump, json_body, service_of
+from vpp.api.settlement_routes import ROUTES as SETTLEMENT_ROUTES
 from vpp.auth import Principal, authenticate
 from vpp.errors import InvalidInput, NotFound
 from vpp.metrics import CONTENT_TYPE
@@ -20,57 +21,16 @@ from vpp.service import PlantService
 MAX_BODY_BYTES = 256 * 1024
 PROGRESS_POINTS_SHOWN = 720  # last points of requested vs delivered in a dispatch view
 
-SERVICE_KEY: web.AppKey[PlantService] = web.AppKey("service", PlantService)
-
-HandlerFn = Callable[[web.Request, Principal | None], Awaitable[web.StreamResponse]]
-
-
-@dataclass(frozen=True)
-class Route:
-    """One endpoint: who may call it and what it takes and returns (for the OpenAPI document)."""
-
-    method: str
-    path: str
-    handler: HandlerFn
-    roles: tuple[Role, ...] | None  # None: anyone, no token
-    summary: str
-    request_schema: str | None = None  # component name of the JSON body
-    response_schema: str | None = None
-    query: tuple[tuple[str, str], ...] = ()  # (name, description)
-
-
-# -- helpers ------------------------------------------------------------------
-
-
-def _service(request: web.Request) -> PlantService:
-    return request.app[SERVICE_KEY]
-
-
-async def _json_body(request: web.Request) -> object:
-    """The request's JSON body; 400 when it is not JSON."""
-    raw = await request.read()
-    if not raw:
-        raise web.HTTPBadRequest(reason="request body is empty; send JSON")
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise web.HTTPBadRequest(reason=f"request body is not valid JSON: {exc}") from None
-
-
-def _dump(model) -> dict:
-    return model.model_dump(mode="json")
-
-
 # -- handlers ------------------------------------------------------------------
 
 
 async def healthz(request: web.Request, _: Principal | None) -> web.Response:
-    store_ok = await _service(request).store.ping()
+    store_ok = await service_of(request).store.ping()
     return web.json_response({"status": "ok" if store_ok else "degraded", "store": store_ok}, status=200 if store_ok else 503)
 
 
 async def metrics(request: web.Request, _: Principal | None) -> web.Response:
-    response = web.Response(body=_service(request).metrics.render())
+    response = web.Response(body=service_of(request).metrics.render())
     response.content_type = CONTENT_TYPE.split(";")[0]
     return response
 
@@ -80,7 +40,7 @@ async def openapi(request: web.Request, _: Principal | None) -> web.Response:
 
 
 async def get_plant(request: web.Request, _: Principal | None) -> web.Response:
-    service = _service(request)
+    service = service_of(request)
     body = service.plant()
     if request.query.get("devices", "").lower() in ("1", "true", "yes"):
         body["devices"] = service.plant_devices()
@@ -98,32 +58,32 @@ async def get_envelope(request: web.Request, _: Principal | None) -> web.Respons
         raise InvalidInput("hours", f"'{raw}' is not a number") from None
     if not 0.25 <= hours <= MAX_ENVELOPE_HOURS:
         raise InvalidInput("hours", f"{hours} is outside [0.25, {MAX_ENVELOPE_HOURS}]")
-    return web.json_response({"interval_min": 15, "intervals": _service(request).envelope(hours)})
+    return web.json_response({"interval_min": 15, "intervals": service_of(request).envelope(hours)})
 
 
 async def post_dispatch(request: web.Request, _: Principal | None) -> web.Response:
-    payload = await _json_body(request)
+    payload = await json_body(request)
     if not isinstance(payload, dict):
         raise InvalidInput("body", "must be a JSON object")
     payload.setdefault("source", "rest")
     instruction = DispatchInstruction.model_validate(payload)
-    service = _service(request)
+    service = service_of(request)
     stored, created = await service.submit_instruction(instruction)
     if not created and stored != instruction:
         return web.json_response(
-            {"error": {"status": 409, "message": f"instruction '{instruction.id}' exists with different content", "existing": _dump(stored)}},
+            {"error": {"status": 409, "message": f"instruction '{instruction.id}' exists with different content", "existing": dump(stored)}},
             status=409,
         )
     return web.json_response(await _dispatch_view(service, stored.id, progress=False), status=201 if created else 200)
 
 
 async def list_dispatch(request: web.Request, _: Principal | None) -> web.Response:
-    pairs = await _service(request).list_instructions()
-    return web.json_response({"instructions": [{"instruction": _dump(i), "state": _state_json(s)} for i, s in pairs]})
+    pairs = await service_of(request).list_instructions()
+    return web.json_response({"instructions": [{"instruction": dump(i), "state": _state_json(s)} for i, s in pairs]})
 
 
 async def get_dispatch(request: web.Request, _: Principal | None) -> web.Response:
-    return web.json_response(await _dispatch_view(_service(request), request.match_info["instruction_id"], progress=True))
+    return web.json_response(await _dispatch_view(service_of(request), request.match_info["instruction_id"], progress=True))
 
 
 async def _dispatch_view(service: PlantService, instruction_id: str, progress: bool) -> dict:
@@ -140,7 +100,7 @@ async def _dispatch_view(service: PlantService, instruction_id: str, progress: b
         for enterprise_id, kwh in sorted(delivered.items())
     ]
     body = {
-        "instruction": _dump(instruction),
+        "instruction": dump(instruction),
         "state": _state_json(state),
         "response_ratio": None if ratio is None else round(ratio, 4),
         "enterprise_shares": shares,
@@ -163,45 +123,45 @@ def _state_json(state) -> dict:
 
 
 async def list_enterprises(request: web.Request, _: Principal | None) -> web.Response:
-    enterprises = await _service(request).store.list_enterprises()
-    return web.json_response({"enterprises": [_dump(e) for e in enterprises]})
+    enterprises = await service_of(request).store.list_enterprises()
+    return web.json_response({"enterprises": [dump(e) for e in enterprises]})
 
 
 async def post_enterprise(request: web.Request, _: Principal | None) -> web.Response:
-    payload = await _json_body(request)
+    payload = await json_body(request)
     enterprise = Enterprise.model_validate(payload)
-    store = _service(request).store
+    store = service_of(request).store
     created = await store.get_enterprise(enterprise.id) is None
     await store.put_enterprise(enterprise)
-    return web.json_response(_dump(enterprise), status=201 if created else 200)
+    return web.json_response(dump(enterprise), status=201 if created else 200)
 
 
 async def _require_enterprise(request: web.Request, principal: Principal | None) -> str:
     enterprise_id = request.match_info["enterprise_id"]
     assert principal is not None
     principal.require_enterprise(enterprise_id)  # before any look-up: others learn nothing
-    if await _service(request).store.get_enterprise(enterprise_id) is None:
+    if await service_of(request).store.get_enterprise(enterprise_id) is None:
         raise NotFound(f"enterprise '{enterprise_id}' does not exist")
     return enterprise_id
 
 
 async def get_enterprise(request: web.Request, principal: Principal | None) -> web.Response:
     enterprise_id = await _require_enterprise(request, principal)
-    enterprise = await _service(request).store.get_enterprise(enterprise_id)
-    return web.json_response(_dump(enterprise))
+    enterprise = await service_of(request).store.get_enterprise(enterprise_id)
+    return web.json_response(dump(enterprise))
 
 
 async def list_devices(request: web.Request, principal: Principal | None) -> web.Response:
     enterprise_id = await _require_enterprise(request, principal)
-    service = _service(request)
+    service = service_of(request)
     devices = await service.store.list_devices(enterprise_id)
     live = {row["device_id"]: row for row in service.plant_devices() if row["enterprise_id"] == enterprise_id}
-    return web.json_response({"devices": [{**_dump(d), "live": live.get(d.id)} for d in devices]})
+    return web.json_response({"devices": [{**dump(d), "live": live.get(d.id)} for d in devices]})
 
 
 async def post_device(request: web.Request, principal: Principal | None) -> web.Response:
     enterprise_id = await _require_enterprise(request, principal)
-    payload = await _json_body(request)
+    payload = await json_body(request)
     if not isinstance(payload, dict):
         raise InvalidInput("body", "must be a JSON object")
     if payload.setdefault("enterprise_id", enterprise_id) != enterprise_id:
@@ -209,11 +169,11 @@ async def post_device(request: web.Request, principal: Principal | None) -> web.
     if "kind" not in payload:
         raise InvalidInput("kind", "missing; one of battery, pv, interruptible_load, shiftable_load, ev_charger")
     device = parse_device(payload)
-    created = await _service(request).enrol_device(device)
-    return web.json_response(_dump(device), status=201 if created else 200)
+    created = await service_of(request).enrol_device(device)
+    return web.json_response(dump(device), status=201 if created else 200)
 
 
-ROUTES: tuple[Route, ...] = (
+CORE_ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", healthz, None, "Liveness and store reachability"),
     Route("GET", "/metrics", metrics, None, "Prometheus metrics"),
     Route("GET", "/api/v1/openapi.json", openapi, None, "This document"),
@@ -255,13 +215,16 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
+ROUTES: tuple[Route, ...] = CORE_ROUTES + SETTLEMENT_ROUTES + CARBON_ROUTES
+
+
 def _wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """Authenticate and authorise by the route's roles, then call its handler."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
         principal = None
         if route.roles is not None:
-            principal = await authenticate(_service(request).store, request.headers.get("Authorization"))
+            principal = await authenticate(service_of(request).store, request.headers.get("Authorization"))
             principal.require(*route.roles)
         return await route.handler(request, principal)
 
@@ -273,7 +236,7 @@ async def _count_requests(request: web.Request, handler) -> web.StreamResponse:
     response = await handler(request)
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
-    _service(request).metrics.http_requests.labels(method=request.method, route=route, status=str(response.status)).inc()
+    service_of(request).metrics.http_requests.labels(method=request.method, route=route, status=str(response.status)).inc()
     return response
 
 

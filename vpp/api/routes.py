@@ -1,0 +1,64 @@
+"""What every API module shares: the route record, the service key, request helpers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from vpp.auth import Principal
+from vpp.errors import InvalidInput
+from vpp.model import Role
+from vpp.service import PlantService
+
+SERVICE_KEY: web.AppKey[PlantService] = web.AppKey("service", PlantService)
+
+HandlerFn = Callable[[web.Request, Principal | None], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One endpoint: who may call it and what it takes and returns (for the OpenAPI document)."""
+
+    method: str
+    path: str
+    handler: HandlerFn
+    roles: tuple[Role, ...] | None  # None: anyone, no token
+    summary: str
+    request_schema: str | None = None  # component name of the JSON body
+    response_schema: str | None = None
+    query: tuple[tuple[str, str], ...] = ()  # (name, description)
+
+
+def service_of(request: web.Request) -> PlantService:
+    """The service the app serves."""
+    return request.app[SERVICE_KEY]
+
+
+async def json_body(request: web.Request) -> object:
+    """The request's JSON body; 400 when it is not JSON."""
+    raw = await request.read()
+    if not raw:
+        raise web.HTTPBadRequest(reason="request body is empty; send JSON")
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise web.HTTPBadRequest(reason=f"request body is not valid JSON: {exc}") from None
+
+
+def dump(model) -> dict:
+    """A pydantic model as JSON-ready data."""
+    return model.model_dump(mode="json")
+
+
+def month_query(request: web.Request) -> str:
+    """The ``month=YYYY-MM`` query parameter, checked. Raises ``InvalidInput`` naming it."""
+    raw = request.query.get("month", "")
+    parts = raw.split("-")
+    if len(parts) != 2 or len(parts[0]) != 4 or len(parts[1]) != 2 or not raw.replace("-", "").isdigit() or not 1 <= int(parts[1]) <= 12:
+        raise InvalidInput("month", f"'{raw}' is not a month like 2026-07")
+    return raw
+
+

@@ -40,6 +40,8 @@ class FleetSnapshot:
     ramp_kw_per_s: np.ndarray  # [kW/s]; inf when unlimited
     cost_cny_per_kwh: np.ndarray  # marginal cost of moving the device [CNY/kWh]
     max_interruption_h: np.ndarray  # longest dispatch accepted [h]; inf when unlimited
+    notice_h: np.ndarray  # notice needed before a dispatch [h]
+    max_events_per_day: np.ndarray  # dispatch events accepted per local day [1/day]; inf when unlimited
     fresh: np.ndarray  # bool: online and reported within the staleness limit
     protected: np.ndarray  # bool: inside one of its protected hours now
     last_seen: tuple[datetime | None, ...]
@@ -77,6 +79,8 @@ def build_snapshot(
     ramp = np.full(n, np.inf)
     cost = np.zeros(n)
     max_interruption_h = np.full(n, np.inf)
+    notice_h = np.zeros(n)
+    max_events = np.full(n, np.inf)
     fresh = np.zeros(n, dtype=bool)
     protected = np.zeros(n, dtype=bool)
     last_seen: list[datetime | None] = []
@@ -100,6 +104,9 @@ def build_snapshot(
             ramp[i] = device.ramp_kw_per_s
         if device.max_interruption_min is not None:
             max_interruption_h[i] = device.max_interruption_min / 60.0
+        if device.max_events_per_day is not None:
+            max_events[i] = device.max_events_per_day
+        notice_h[i] = device.notice_min / 60.0
         cost[i] = device.marginal_cost_cny_per_kwh
         protected[i] = device.is_protected(local_hour)
     return FleetSnapshot(
@@ -116,6 +123,8 @@ def build_snapshot(
         ramp_kw_per_s=ramp,
         cost_cny_per_kwh=cost,
         max_interruption_h=max_interruption_h,
+        notice_h=notice_h,
+        max_events_per_day=max_events,
         fresh=fresh,
         protected=protected,
         last_seen=tuple(last_seen),

@@ -56,12 +56,36 @@ def requested_fleet_kw(instruction: DispatchInstruction, baseline_fresh_kw: floa
     return baseline_fresh_kw + instruction.delta_kw
 
 
+def allowed_devices(
+    snapshot: FleetSnapshot,
+    notice_given_h: float,
+    joined_h_ago: np.ndarray,
+    events_today: np.ndarray,
+) -> np.ndarray:
+    """Devices an instruction may use now, by their enrolment limits.
+
+    Parameters: ``notice_given_h`` time between receiving the instruction and
+    its start [h]; ``joined_h_ago`` per device, how long it has held a
+    set-point for this instruction, NaN if it has not [h]; ``events_today``
+    per device, other instructions it took part in this local day [unitless].
+
+    Returns a mask [bool]: enough notice, not past its longest interruption,
+    and (unless it is already in this instruction) events left today.
+    """
+    joined = np.isfinite(joined_h_ago)
+    notice_ok = snapshot.notice_h <= notice_given_h + 1e-9
+    interruption_ok = ~joined | (joined_h_ago < snapshot.max_interruption_h)
+    events_ok = joined | (events_today < snapshot.max_events_per_day)
+    return notice_ok & interruption_ok & events_ok
+
+
 def plan_step(
     snapshot: FleetSnapshot,
     instruction: DispatchInstruction,
     baseline_kw: np.ndarray,
     step_s: float,
     remaining_h: float,
+    allowed: np.ndarray | None = None,
 ) -> StepPlan:
     """Allocate the instruction's request across the dispatchable devices.
 
@@ -71,10 +95,12 @@ def plan_step(
 
     Parameters: ``baseline_kw`` per device [kW]; ``step_s`` control step,
     bounding ramps [s]; ``remaining_h`` time left in the instruction, bounding
-    battery energy [h].
+    battery energy [h]; ``allowed`` per device, False where the instruction
+    may not use it (notice too short, interruption too long, events used up)
+    [bool].
     """
     fresh = snapshot.fresh
-    dispatchable = snapshot.dispatchable
+    dispatchable = snapshot.dispatchable if allowed is None else snapshot.dispatchable & allowed
     baseline_fresh_kw = float(baseline_kw[fresh].sum())
     measured_kw = float(snapshot.p_kw[fresh].sum())
     requested_kw = requested_fleet_kw(instruction, baseline_fresh_kw)

@@ -154,16 +154,16 @@ class _DeviceBase(_Model):
         default=None,
         gt=0,
         allow_inf_nan=False,
-        description="largest change of power per second [kW/s]; none means it can step to any set-point within one second",
+        description="largest change of power per second; none = any step within a second [kW/s]",
     )
     protected_hours: list[HourRange] = Field(
-        default_factory=list, description="local-time hours during which the device is never dispatched"
+        default_factory=list, description="local-time hour ranges during which the device is never dispatched [h]"
     )
     max_interruption_min: float | None = Field(
         default=None, gt=0, allow_inf_nan=False, description="longest single dispatch the device accepts [min]"
     )
     notice_min: float = Field(default=0, ge=0, allow_inf_nan=False, description="notice it needs before a dispatch [min]")
-    max_events_per_day: int | None = Field(default=None, ge=1, description="dispatch events it accepts per day")
+    max_events_per_day: int | None = Field(default=None, ge=1, description="dispatch events it accepts per local day [1/day]")
     marginal_cost_cny_per_kwh: float = Field(
         default=0.0,
         ge=0,
@@ -240,7 +240,7 @@ class ShiftableLoad(_DeviceBase):
 
 class EvCharger(_DeviceBase):
     kind: Literal[DeviceKind.EV_CHARGER] = DeviceKind.EV_CHARGER
-    ports: int = Field(default=1, ge=1, le=64, description="connectors served by the rated power")
+    ports: int = Field(default=1, ge=1, le=64, description="connectors sharing the rated power [unitless]")
     bidirectional: bool = Field(default=False, description="can discharge vehicles into the park (V2G)")
 
 
@@ -344,6 +344,10 @@ class DispatchState(_Model):
     instruction_id: Identifier
     status: DispatchStatus = DispatchStatus.PENDING
     updated_at: UtcDatetime
+    received_at: UtcDatetime | None = Field(default=None, description="when the service accepted it (notice time counts from here)")
+    device_joined_at: dict[str, UtcDatetime] = Field(
+        default_factory=dict, description="when each device first got a set-point for it (longest interruption counts from here)"
+    )
     baseline_kw: float | None = Field(default=None, description="fleet net power frozen at activation [kW]")
     requested_kw: float | None = Field(default=None, description="fleet net power asked for [kW]")
     delivered_kw: float | None = Field(default=None, description="last measured change from baseline [kW]")

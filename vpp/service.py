@@ -19,7 +19,7 @@ import contextlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -31,7 +31,7 @@ from vpp.clock import Clock
 from vpp.envelope import plant_envelope
 from vpp.errors import InvalidInput, NotFound
 from market import enterprise_delivered_kwh
-from vpp.execution import StepPlan, baseline_array, plan_step
+from vpp.execution import StepPlan, allowed_devices, baseline_array, plan_step
 from vpp.metrics import Metrics
 from vpp.model import (
     Device,
@@ -72,6 +72,7 @@ class _Execution:
     last_step: datetime | None = None
     last_persist: datetime | None = None
     sent_kw: dict[str, float] = field(default_factory=dict)  # device id -> set-point it holds [kW]
+    joined_at: dict[str, datetime] = field(default_factory=dict)  # device id -> first set-point for this instruction
     dispatchable: frozenset[str] = frozenset()
 
 
@@ -106,6 +107,7 @@ class PlantService:
         self._active: _Execution | None = None
         self._health = {name: _AdapterHealth() for name in self.adapters}
         self._last_meter_read: datetime | None = None
+        self._device_events: dict[str, set[tuple[date, str]]] = {}  # device -> (local day, instruction) it joined
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
 
@@ -115,8 +117,11 @@ class PlantService:
         """Read devices, latest telemetry and open instructions from the store; connect adapters."""
         self._devices = await self.store.list_devices()
         self._latest = await self.store.latest_telemetry()
-        for instruction, state in await self.store.list_instructions(OPEN_STATUSES):
-            self._pending[instruction.id] = (instruction, state)
+        for instruction, state in await self.store.list_instructions():
+            if state.status in OPEN_STATUSES:
+                self._pending[instruction.id] = (instruction, state)
+            for device_id, joined in state.device_joined_at.items():
+                self._note_event(device_id, joined, instruction.id)
         if self._pending:
             self.log.info("resuming instructions", ids=sorted(self._pending))
         self.metrics.devices_enrolled.set(len(self._devices))
@@ -236,6 +241,17 @@ class PlantService:
             self._last_meter_read = now
         return ingested
 
+    def _note_event(self, device_id: str, joined: datetime, instruction_id: str) -> None:
+        self._device_events.setdefault(device_id, set()).add((joined.astimezone(self._zone).date(), instruction_id))
+
+    def _events_today(self, snapshot: FleetSnapshot, now: datetime, instruction_id: str) -> np.ndarray:
+        """Per device, other instructions it joined this local day [unitless]."""
+        today = now.astimezone(self._zone).date()
+        return np.array(
+            [sum(1 for day, iid in self._device_events.get(d, ()) if day == today and iid != instruction_id) for d in snapshot.device_ids],
+            dtype=float,
+        )
+
     async def _ensure_connected(self, name: str) -> bool:
         """Connect an adapter if it is not, with exponential backoff between failed attempts."""
         health = self._health[name]
@@ -290,7 +306,7 @@ class PlantService:
         Returns ``(stored, created)``; a repeated id returns what was stored first.
         """
         now = self.clock.now()
-        state = DispatchState(instruction_id=instruction.id, status=DispatchStatus.PENDING, updated_at=now)
+        state = DispatchState(instruction_id=instruction.id, status=DispatchStatus.PENDING, updated_at=now, received_at=now)
         stored, created = await self.store.put_instruction(instruction, state)
         if created:
             if instruction.end <= now:
@@ -353,14 +369,24 @@ class PlantService:
                 "baseline_kw": round(baseline_total, 3),
             }
         )
-        return _Execution(instruction=instruction, state=state)
+        return _Execution(instruction=instruction, state=state, joined_at=dict(state.device_joined_at))
 
     async def _execute(self, execution: _Execution, snapshot: FleetSnapshot, now: datetime) -> None:
         instruction = execution.instruction
         baseline = baseline_array(snapshot, execution.state.device_baseline_kw)
         remaining_h = (instruction.end - now).total_seconds() / 3600.0
         started = time.perf_counter()
-        plan = plan_step(snapshot, instruction, baseline, self.settings.control_interval_s, remaining_h)
+        received = execution.state.received_at or instruction.start
+        joined_h_ago = np.array(
+            [(now - execution.joined_at[d]).total_seconds() / 3600.0 if d in execution.joined_at else np.nan for d in snapshot.device_ids]
+        )
+        allowed = allowed_devices(
+            snapshot,
+            notice_given_h=(instruction.start - received).total_seconds() / 3600.0,
+            joined_h_ago=joined_h_ago,
+            events_today=self._events_today(snapshot, now, instruction.id),
+        )
+        plan = plan_step(snapshot, instruction, baseline, self.settings.control_interval_s, remaining_h, allowed)
         self.metrics.allocation_seconds.observe(time.perf_counter() - started)
         await self._send_setpoints(execution, snapshot, plan, now)
         execution.state = self._account(execution, snapshot, plan, now, baseline)
@@ -396,6 +422,7 @@ class PlantService:
                 "devices_dispatched": len(execution.sent_kw),
                 "shortfall_kw": round(float(shortfall), 3),
                 "device_baseline_kw": baselines,
+                "device_joined_at": dict(execution.joined_at),
                 "reallocations": state.reallocations,
             }
         )
@@ -430,6 +457,9 @@ class PlantService:
                 continue
             outgoing.append((snapshot.adapters[i], Setpoint(device_id=device_id, p_kw=target, ts=now, instruction_id=execution.instruction.id)))
             execution.sent_kw[device_id] = target
+            if device_id not in execution.joined_at:
+                execution.joined_at[device_id] = now
+                self._note_event(device_id, now, execution.instruction.id)
         await self._deliver(outgoing)
 
     async def _deliver(self, outgoing: Sequence[tuple[str, Setpoint]]) -> None:

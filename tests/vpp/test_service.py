@@ -191,3 +191,48 @@ async def test_an_enrolled_device_joins_the_simulated_park_and_reports(plant):
     await plant.run(4)
     row = next(r for r in plant.service.plant_devices() if r["device_id"] == "late-pv")
     assert row["online"] and row["p_kw"] > 0
+
+
+async def _limit_every_device(plant, **limits) -> None:
+    for device in plant.service.devices:
+        await plant.service.enrol_device(device.model_copy(update=limits))
+
+
+async def test_devices_needing_more_notice_than_given_are_left_alone(plant):
+    await _limit_every_device(plant, notice_min=30)
+    await plant.service.submit_instruction(_delta(plant, 100.0, instruction_id="short-notice"))
+    await plant.run(20)
+    assert await plant.store.setpoints_for("short-notice") == []
+    _, state = await plant.service.instruction_view("short-notice")
+    assert state.shortfall_kw == pytest.approx(100.0, abs=1.0)
+
+    await plant.service.submit_instruction(_delta(plant, 100.0, instruction_id="planned", offset_s=40 * 60))
+    await plant.run(41 * 60, step_s=60)
+    assert any(sp.p_kw is not None for sp in await plant.store.setpoints_for("planned"))
+
+
+async def test_a_device_is_released_at_its_longest_interruption_and_others_take_over(plant):
+    await _limit_every_device(plant, max_interruption_min=2)
+    await plant.service.submit_instruction(_delta(plant, 100.0))
+    await plant.run(5 * 60)
+    _, state = await plant.service.instruction_view("i-1")
+    setpoints = await plant.store.setpoints_for("i-1")
+    held = [sp for sp in setpoints if sp.p_kw is not None]
+    assert held
+    # No device holds a set-point longer than 2 minutes (plus one control step) after it joined.
+    assert all((sp.ts - state.device_joined_at[sp.device_id]).total_seconds() <= 2 * 60 + 2 for sp in held)
+    first = min(state.device_joined_at, key=state.device_joined_at.get)
+    assert any(sp.device_id == first and sp.p_kw is None for sp in setpoints), "the first device was let go"
+    assert len(state.device_joined_at) > 1, "others took over"
+
+
+async def test_a_device_takes_part_in_at_most_its_events_per_day(plant):
+    await _limit_every_device(plant, max_events_per_day=1)
+    await plant.service.submit_instruction(_delta(plant, 100.0, minutes=2, instruction_id="morning"))
+    await plant.run(3 * 60)
+    used = {sp.device_id for sp in await plant.store.setpoints_for("morning") if sp.p_kw is not None}
+    assert used
+    await plant.service.submit_instruction(_delta(plant, 100.0, minutes=2, instruction_id="later"))
+    await plant.run(60)
+    again = {sp.device_id for sp in await plant.store.setpoints_for("later") if sp.p_kw is not None}
+    assert not (used & again), "no device joins a second event the same day"

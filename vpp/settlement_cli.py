@@ -2,15 +2,104 @@
 
 ``add_commands`` adds sub-commands; each sets ``run`` (an async function of
 the parsed arguments returning the exit code) with ``set_defaults``.
+
+* ``vpp settlement run --month 2026-07`` computes every enterprise's statement,
+  records what changed in the ``settlement`` ledger and prints a summary table;
+* ``vpp settlement export --month 2026-07 --format csv|json [--enterprise ID]``
+  prints the recorded (latest, corrected) statements.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from market import fen_to_cny_str
+from vpp.errors import InvalidInput
+from vpp.settlement import SettlementService, load_config, parse_month, statement_csv
 
 ArgsAdder = Callable[[argparse.ArgumentParser], None]
 
 
 def add_commands(commands, store_args: ArgsAdder, client_args: ArgsAdder) -> None:
-    """Register this module's commands on the ``vpp`` sub-parser set (none yet)."""
+    """Register ``vpp settlement run`` and ``vpp settlement export`` on the ``vpp`` sub-parser set."""
+    settlement = commands.add_parser("settlement", help="monthly settlement statements")
+    sub = settlement.add_subparsers(dest="settlement_command", required=True)
+    run = sub.add_parser("run", help="compute and record every enterprise's statement of a month")
+    store_args(run)
+    _common(run)
+    run.set_defaults(run=_run)
+    export = sub.add_parser("export", help="print the recorded statements of a month")
+    store_args(export)
+    _common(export)
+    export.add_argument("--format", choices=["csv", "json"], default="csv", help="output format (default csv)")
+    export.add_argument("--enterprise", help="only this enterprise (default: all, plus the park summary in json)")
+    export.set_defaults(run=_export)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--month", required=True, type=_month, help="local month YYYY-MM")
+    parser.add_argument("--config", type=Path, help="programme configuration, TOML or JSON (default: shipped)")
+
+
+def _month(text: str) -> str:
+    try:
+        return parse_month(text)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
+def _progress(stage: str, done: int, total: int) -> None:
+    """One line on stderr every tenth of the enterprises (long runs only)."""
+    if total >= 20 and (done == total or done % max(1, total // 10) == 0):
+        print(f"{stage}: {done}/{total} enterprises read", file=sys.stderr, flush=True)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from vpp.store import open_store
+
+    async with open_store(args.store, args.data_dir) as store:
+        result = await SettlementService(store, load_config(args.config)).run(args.month, progress=_progress)
+    print(summary_table(result.settlement.enterprises.values(), result.settlement.park))
+    fixes = len(result.corrections)
+    print(f"{len(result.written)} record(s) written ({fixes} correction(s)), {result.unchanged} unchanged")
+    return 0
+
+
+async def _export(args: argparse.Namespace) -> int:
+    from vpp.store import open_store
+
+    async with open_store(args.store, args.data_dir) as store:
+        latest = await SettlementService(store, load_config(args.config)).latest(args.month)
+    payloads = [r["payload"] for key, r in sorted(latest.items()) if args.enterprise in (None, key[1])]
+    if args.enterprise and not payloads:
+        raise ValueError(f"--enterprise {args.enterprise}: no statement recorded for {args.month}")
+    if not payloads:
+        raise ValueError(f"no statement recorded for {args.month}; run 'vpp settlement run --month {args.month}' first")
+    if args.format == "csv":
+        sys.stdout.write(statement_csv(payloads))
+    else:
+        print(json.dumps(payloads, indent=2, ensure_ascii=False))
+    return 0
+
+
+def summary_table(enterprises: Any, park: dict[str, Any]) -> str:
+    """Fixed-width table: enterprise, events, delivered [kWh], payment [CNY], penalties [CNY], net [CNY]."""
+    lines = [f"{'enterprise':<16}{'events':>7}{'delivered kWh':>15}{'payment CNY':>14}{'penalties CNY':>15}{'net CNY':>14}"]
+    for payload in enterprises:
+        total = next(row for row in payload["rows"] if row["kind"] == "total")
+        lines.append(
+            f"{payload['enterprise_id']:<16}{total['events']:>7}{total['delivered_kwh']:>15.1f}"
+            f"{fen_to_cny_str(total['payment_fen']):>14}{fen_to_cny_str(total['penalty_fen']):>15}"
+            f"{fen_to_cny_str(total['net_fen']):>14}"
+        )
+    totals = park["totals"]
+    lines.append(
+        f"{'park':<16}{len(park['events']):>7}{totals['delivered_kwh']:>15.1f}{fen_to_cny_str(totals['payment_fen']):>14}"
+        f"{fen_to_cny_str(totals['penalty_fen']):>15}{fen_to_cny_str(totals['net_fen']):>14}"
+    )
+    return "\n".join(lines)

@@ -16,7 +16,12 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from market import DrEvent, EventWindow
-from vpp.model import DispatchInstruction, DispatchState, DispatchStatus, InstructionKind
+from vpp.model import (
+    DispatchInstruction,
+    DispatchState,
+    DispatchStatus,
+    InstructionKind,
+)
 
 __all__ = ["EventSource", "dr_events", "requested_kw"]
 

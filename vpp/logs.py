@@ -8,6 +8,10 @@ import sys
 import structlog
 
 
+def _stderr_logger(*_args: object) -> structlog.PrintLogger:
+    return structlog.PrintLogger(sys.stderr)
+
+
 def configure_logging(level: str = "info", json_lines: bool | None = None) -> None:
     """Route structlog to stderr. ``json_lines=None`` picks JSON unless stderr is a terminal."""
     if json_lines is None:
@@ -22,6 +26,8 @@ def configure_logging(level: str = "info", json_lines: bool | None = None) -> No
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # sys.stderr looked up per logger, not bound once: a stream replaced later
+        # (a test runner's capture, a daemon's redirect) is never written after close.
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )

@@ -532,7 +532,12 @@ async def capture(store: Store, period: Period) -> Captured:
         )
     device_ids = [b.device_id for b in layout.batteries]
     device_ids += [d for owner, ids in layout.own_pv.items() if owner not in layout.generation_meter for d in ids]
-    device_ids += [d for ids in layout.shared_pv.values() for d in ids]
+    device_ids += [
+        d
+        for owner, ids in layout.shared_pv.items()
+        if owner not in layout.generation_meter or layout.own_pv.get(owner)
+        for d in ids
+    ]
     telemetry = {}
     for device_id in device_ids:
         samples = await store.telemetry_history(device_id, start, end)

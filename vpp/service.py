@@ -382,7 +382,8 @@ class PlantService:
         )
         allowed = allowed_devices(
             snapshot,
-            notice_given_h=(instruction.start - received).total_seconds() / 3600.0,
+            # Received after its start: no notice at all, not a negative amount.
+            notice_given_h=max(0.0, (instruction.start - received).total_seconds() / 3600.0),
             joined_h_ago=joined_h_ago,
             events_today=self._events_today(snapshot, now, instruction.id),
         )

@@ -166,15 +166,23 @@ async def _follow(args: argparse.Namespace, instruction_id: str) -> int:
         if status >= 400:
             _print(answer)
             return 1
+        print(_progress_line(answer["state"]), flush=True)
         state = answer["state"]
-        print(
-            f"{state['updated_at']}  {state['status']:<9}  requested {state['requested_kw']} kW  "
-            f"delivered {state['delivered_kw']} kW  ({state['delivered_kwh']} of {state['requested_kwh']} kWh)",
-            flush=True,
-        )
         if state["status"] not in ("pending", "active"):
             return 0
         await asyncio.sleep(2.0)
+
+
+def _progress_line(state: dict) -> str:
+    """One line of an instruction's progress: change asked of the fleet vs change delivered [kW], energy [kWh]."""
+    if state["requested_kw"] is None or state["baseline_kw"] is None:
+        return f"{state['updated_at']}  {state['status']:<9}  {state.get('message') or 'waiting for its start'}"
+    asked_kw = state["requested_kw"] - state["baseline_kw"]
+    return (
+        f"{state['updated_at']}  {state['status']:<9}  fleet {state['baseline_kw']:+.1f} kW baseline, "
+        f"asked {asked_kw:+.1f} kW, delivered {state['delivered_kw']:+.1f} kW  "
+        f"({state['delivered_kwh']:.1f} of {state['requested_kwh']:.1f} kWh)"
+    )
 
 
 async def _get(args: argparse.Namespace, path: str) -> int:

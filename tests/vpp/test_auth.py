@@ -38,3 +38,13 @@ def test_roles_are_checked():
     Principal(Role.GRID).require(Role.GRID, Role.ADMIN)
     with pytest.raises(Forbidden, match="role 'enterprise' may not do this"):
         Principal(Role.ENTERPRISE, "e1").require(Role.GRID, Role.ADMIN)
+
+
+def test_cli_progress_line_shows_the_change_asked_and_delivered():
+    from vpp.cli import _progress_line
+
+    line = _progress_line({"updated_at": "t", "status": "active", "requested_kw": -8193.6, "baseline_kw": -8693.6,
+                           "delivered_kw": 494.3, "delivered_kwh": 8.0, "requested_kwh": 8.1, "message": ""})
+    assert "asked +500.0 kW, delivered +494.3 kW" in line and "(8.0 of 8.1 kWh)" in line
+    waiting = _progress_line({"updated_at": "t", "status": "pending", "requested_kw": None, "baseline_kw": None, "message": ""})
+    assert "waiting for its start" in waiting

@@ -45,6 +45,8 @@ from typing import Final
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from dispatch._checks import first_violation as _first_violation
+
 FloatArray = NDArray[np.float64]
 
 _SORT_BLOCK: Final = 4096
@@ -108,13 +110,6 @@ def _scalar(name: str, value: float) -> float:
     if not np.isfinite(number):
         raise ValueError(f"{name} = {number!r} is not finite")
     return number
-
-
-def _first_violation(name: str, bad: NDArray[np.bool_], values: FloatArray, rule: str) -> None:
-    """Raise ValueError for the first index where ``bad`` holds."""
-    if bad.any():
-        index = int(np.argmax(bad))
-        raise ValueError(f"{name}[{index}] = {float(values[index])!r} violates {rule}")
 
 
 def _bounds(lower_kw: ArrayLike, upper_kw: ArrayLike) -> tuple[FloatArray, FloatArray]:

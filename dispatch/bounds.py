@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from dispatch._checks import first_violation as _check
+
 FloatArray = NDArray[np.float64]
 
 
@@ -30,13 +32,6 @@ def _array(name: str, values: ArrayLike, size: int, *, allow_nan: bool = False, 
         allowed = "finite or NaN" if allow_nan else "finite"
         raise ValueError(f"{name}[{index}] = {float(array[index])!r} is not allowed (must be {allowed})")
     return array
-
-
-def _check(name: str, bad: NDArray[np.bool_], values: FloatArray, rule: str) -> None:
-    """ValueError naming ``name`` and the first index where ``bad`` holds."""
-    if bad.any():
-        index = int(np.argmax(bad))
-        raise ValueError(f"{name}[{index}] = {float(values[index])!r} violates {rule}")
 
 
 def _energy_limits(

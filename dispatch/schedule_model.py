@@ -73,6 +73,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import sparse
 
+from dispatch._checks import first_violation as _check
+
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 BoolArray = NDArray[np.bool_]
@@ -104,12 +106,6 @@ def _matrix(name: str, value: ArrayLike, dtype: type = np.float64) -> NDArray:
     if arr.dtype == np.float64 and not np.isfinite(arr).all():
         raise ValueError(f"{name}: must be finite")
     return arr
-
-
-def _check(name: str, bad: BoolArray, values: NDArray, rule: str) -> None:
-    if bad.any():
-        k = int(np.flatnonzero(bad.ravel())[0])
-        raise ValueError(f"{name}[{k}] = {values.ravel()[k]!r} breaks {rule}")
 
 
 def _set(obj: object, **values: object) -> None:

@@ -10,10 +10,10 @@ from market import response_ratio
 from vpp.api.errors import error_middleware
 from vpp.api.carbon_routes import ROUTES as CARBON_ROUTES
 from vpp.api.openapi import openapi_document
-from vpp.api.routes import SERVICE_KEY, Route, dump, json_body, service_of
+from vpp.api.routes import SERVICE_KEY, Route, dump, enterprise_in_path, json_body, service_of
 from vpp.api.settlement_routes import ROUTES as SETTLEMENT_ROUTES
 from vpp.auth import Principal, authenticate
-from vpp.errors import InvalidInput, NotFound
+from vpp.errors import InvalidInput
 from vpp.metrics import CONTENT_TYPE
 from vpp.model import DispatchInstruction, Enterprise, Role, parse_device
 from vpp.service import PlantService
@@ -136,23 +136,14 @@ async def post_enterprise(request: web.Request, _: Principal | None) -> web.Resp
     return web.json_response(dump(enterprise), status=201 if created else 200)
 
 
-async def _require_enterprise(request: web.Request, principal: Principal | None) -> str:
-    enterprise_id = request.match_info["enterprise_id"]
-    assert principal is not None
-    principal.require_enterprise(enterprise_id)  # before any look-up: others learn nothing
-    if await service_of(request).store.get_enterprise(enterprise_id) is None:
-        raise NotFound(f"enterprise '{enterprise_id}' does not exist")
-    return enterprise_id
-
-
 async def get_enterprise(request: web.Request, principal: Principal | None) -> web.Response:
-    enterprise_id = await _require_enterprise(request, principal)
+    enterprise_id = await enterprise_in_path(request, principal)
     enterprise = await service_of(request).store.get_enterprise(enterprise_id)
     return web.json_response(dump(enterprise))
 
 
 async def list_devices(request: web.Request, principal: Principal | None) -> web.Response:
-    enterprise_id = await _require_enterprise(request, principal)
+    enterprise_id = await enterprise_in_path(request, principal)
     service = service_of(request)
     devices = await service.store.list_devices(enterprise_id)
     live = {row["device_id"]: row for row in service.plant_devices() if row["enterprise_id"] == enterprise_id}
@@ -160,7 +151,7 @@ async def list_devices(request: web.Request, principal: Principal | None) -> web
 
 
 async def post_device(request: web.Request, principal: Principal | None) -> web.Response:
-    enterprise_id = await _require_enterprise(request, principal)
+    enterprise_id = await enterprise_in_path(request, principal)
     payload = await json_body(request)
     if not isinstance(payload, dict):
         raise InvalidInput("body", "must be a JSON object")

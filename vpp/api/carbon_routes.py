@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from vpp.api.routes import Route, json_body, month_query, service_of
+from vpp.api.routes import Route, csv_response, enterprise_in_path, json_body, month_query, service_of
 from vpp.auth import Principal
 from vpp.carbon import registry_ledger
 from vpp.carbon.certificates import CertificateError, UnknownCertificateError
@@ -46,9 +46,7 @@ def _csv(header: Sequence[str], rows: Sequence[Sequence[Any]], filename: str) ->
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(["" if v is None else v for v in row] for row in rows)
-    response = web.Response(text=buffer.getvalue(), content_type="text/csv")
-    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return response
+    return csv_response(buffer.getvalue(), filename)
 
 
 async def _month_view(request: web.Request, month: str) -> dict[str, Any]:
@@ -58,17 +56,8 @@ async def _month_view(request: web.Request, month: str) -> dict[str, Any]:
     return view
 
 
-async def _enterprise_id(request: web.Request, principal: Principal | None) -> str:
-    enterprise_id = request.match_info["enterprise_id"]
-    assert principal is not None
-    principal.require_enterprise(enterprise_id)  # before any look-up: others learn nothing
-    if await service_of(request).store.get_enterprise(enterprise_id) is None:
-        raise NotFound(f"enterprise '{enterprise_id}' does not exist")
-    return enterprise_id
-
-
 async def get_enterprise_carbon(request: web.Request, principal: Principal | None) -> web.Response:
-    enterprise_id = await _enterprise_id(request, principal)
+    enterprise_id = await enterprise_in_path(request, principal)
     month, fmt = month_query(request), _format(request)
     view = await _month_view(request, month)
     row = view[MONTH]["enterprises"].get(enterprise_id)
@@ -147,13 +136,13 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 
 async def list_certificates(request: web.Request, principal: Principal | None) -> web.Response:
-    enterprise_id = await _enterprise_id(request, principal)
+    enterprise_id = await enterprise_in_path(request, principal)
     registry = await registry_ledger.load_registry(service_of(request).store)
     return web.json_response({"certificates": registry_ledger.certificate_rows(registry, enterprise_id)})
 
 
 async def post_issue(request: web.Request, principal: Principal | None) -> web.Response:
-    enterprise_id = await _enterprise_id(request, principal)
+    enterprise_id = await enterprise_in_path(request, principal)
     payload = await _body(request)
     kind = payload.get("kind", "granular")
     if kind not in ("granular", "gec"):
@@ -164,7 +153,7 @@ async def post_issue(request: web.Request, principal: Principal | None) -> web.R
 
 
 async def post_retire(request: web.Request, principal: Principal | None) -> web.Response:
-    enterprise_id = await _enterprise_id(request, principal)
+    enterprise_id = await enterprise_in_path(request, principal)
     payload = await _body(request)
     ids = payload.get("certificate_ids")
     if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from vpp.auth import Principal
-from vpp.errors import InvalidInput
+from vpp.errors import InvalidInput, NotFound, Unauthorized
 from vpp.model import Role
 from vpp.service import PlantService
 
@@ -62,3 +62,25 @@ def month_query(request: web.Request) -> str:
     return raw
 
 
+
+
+async def enterprise_in_path(request: web.Request, principal: Principal | None) -> str:
+    """The ``{enterprise_id}`` of the path, once the caller may see it and it exists.
+
+    The role check comes before any look-up: another enterprise's token gets
+    the same 403 whether or not the id exists, and so learns nothing.
+    """
+    enterprise_id = request.match_info["enterprise_id"]
+    if principal is None:
+        raise Unauthorized("this endpoint needs a token")
+    principal.require_enterprise(enterprise_id)
+    if await service_of(request).store.get_enterprise(enterprise_id) is None:
+        raise NotFound(f"enterprise '{enterprise_id}' does not exist")
+    return enterprise_id
+
+
+def csv_response(text: str, filename: str) -> web.Response:
+    """A CSV download named ``filename``."""
+    response = web.Response(text=text, content_type="text/csv")
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from market import PriceCsvError, load_price_csv_rows
-from vpp.api.routes import Route, json_body, service_of
+from vpp.api.routes import Route, csv_response, enterprise_in_path, json_body, service_of
 from vpp.auth import Principal
 from vpp.errors import InvalidInput, NotFound
 from vpp.model import Role
@@ -51,25 +51,15 @@ def _entry(month: str, enterprise_id: str | None, provisional: bool, entry: dict
     return {"month": month, "enterprise_id": enterprise_id, "provisional": provisional, "record": position, "statement": entry["payload"]}
 
 
-def _csv(text: str, filename: str) -> web.Response:
-    response = web.Response(text=text, content_type="text/csv")
-    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return response
-
-
 async def get_enterprise_settlement(request: web.Request, principal: Principal | None) -> web.Response:
-    enterprise_id = request.match_info["enterprise_id"]
-    assert principal is not None
-    principal.require_enterprise(enterprise_id)  # before any look-up: others learn nothing
-    if await service_of(request).store.get_enterprise(enterprise_id) is None:
-        raise NotFound(f"enterprise '{enterprise_id}' does not exist")
+    enterprise_id = await enterprise_in_path(request, principal)
     month, output = _month(request), _format(request)
     provisional, entries = await _settlement(request).statements(month)
     entry = entries.get(("enterprise_statement", enterprise_id))
     if entry is None:
         raise NotFound(f"enterprise '{enterprise_id}' has no statement for {month}")
     if output == "csv":
-        return _csv(statement_csv([entry["payload"]]), f"settlement-{enterprise_id}-{month}.csv")
+        return csv_response(statement_csv([entry["payload"]]), f"settlement-{enterprise_id}-{month}.csv")
     return web.json_response(_entry(month, enterprise_id, provisional, entry))
 
 
@@ -78,7 +68,7 @@ async def get_park_settlement(request: web.Request, _: Principal | None) -> web.
     provisional, entries = await _settlement(request).statements(month)
     enterprises = [entries[key] for key in sorted(entries) if key[0] == "enterprise_statement"]
     if output == "csv":
-        return _csv(statement_csv(e["payload"] for e in enterprises), f"settlement-park-{month}.csv")
+        return csv_response(statement_csv(e["payload"] for e in enterprises), f"settlement-park-{month}.csv")
     return web.json_response({
         "month": month,
         "provisional": provisional,

@@ -2,6 +2,8 @@
 
 * ``allocate`` / ``allocate_from_baseline``: real-time allocation of a plant
   target across devices, exact (merit order, price threshold for the QP);
+* ``allocate_with_groups``: the same under feeder / transformer caps (fast
+  path when no cap binds, HiGHS from sparse arrays when one does);
 * ``setpoint_bounds``: per-device bounds from ramp, SoC, availability;
 * ``dispatch.schedule``: the 96-interval horizon schedule on HiGHS (imported
   on its own so the real-time path does not load the solver);
@@ -12,5 +14,6 @@
 
 from dispatch.allocate import Allocation, allocate, allocate_from_baseline
 from dispatch.bounds import setpoint_bounds
+from dispatch.network import GroupAllocation, allocate_with_groups
 
-__all__ = ["Allocation", "allocate", "allocate_from_baseline", "setpoint_bounds"]
+__all__ = ["Allocation", "GroupAllocation", "allocate", "allocate_from_baseline", "allocate_with_groups", "setpoint_bounds"]

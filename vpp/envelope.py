@@ -35,7 +35,9 @@ def interval_starts(now: datetime, count: int) -> list[datetime]:
     return [aligned + k * INTERVAL for k in range(count)]
 
 
-def _pv_expected_kw(devices: Sequence[Device], snapshot: FleetSnapshot, mids: pd.DatetimeIndex, latitude: float, longitude: float) -> np.ndarray:
+def pv_expected_kw(
+    devices: Sequence[Device], snapshot: FleetSnapshot, mids: pd.DatetimeIndex, latitude: float, longitude: float
+) -> np.ndarray:
     """[T, n] forecast for PV columns (0 elsewhere) [kW]."""
     n = len(devices)
     out = np.zeros((len(mids), n))
@@ -71,7 +73,7 @@ def plant_envelope(
     expected = np.tile(p_now, (T, 1))
     lo = np.tile(snapshot.p_min_kw, (T, 1))
     hi = np.tile(snapshot.p_max_kw, (T, 1))
-    pv_expected = _pv_expected_kw(devices, snapshot, mids, latitude, longitude)
+    pv_expected = pv_expected_kw(devices, snapshot, mids, latitude, longitude)
     for i, device in enumerate(devices):
         if isinstance(device, PV):
             expected[:, i], lo[:, i], hi[:, i] = pv_expected[:, i], 0.0, pv_expected[:, i]

@@ -35,6 +35,10 @@ class Metrics:
         self.plant_net_kw = Gauge("vpp_plant_net_kw", "Fleet net power, + into the park [kW]", registry=r)
         self.plant_available_up_kw = Gauge("vpp_plant_available_up_kw", "Fleet available upward [kW]", registry=r)
         self.plant_available_down_kw = Gauge("vpp_plant_available_down_kw", "Fleet available downward [kW]", registry=r)
+        self.schedule_solves = Counter(
+            "vpp_schedule_solves", "Battery schedule solves, by result (optimal, feasible, no_solution, error)", ["result"],
+            registry=r,
+        )
         self.http_requests = Counter("vpp_http_requests", "HTTP requests answered", ["method", "route", "status"], registry=r)
 
     def render(self) -> bytes:

@@ -7,7 +7,8 @@
 * telemetry: every ``telemetry_interval_s`` read each adapter, store the
   samples, keep the latest per device;
 * control: every ``control_interval_s`` (or at once when an instruction
-  arrives) activate, execute or finish the current instruction.
+  arrives) activate, execute or finish the current instruction; with none
+  active, the batteries follow the day-ahead schedule (``schedule_step``).
 
 Tests drive ``poll_telemetry`` and ``control_step`` directly with a manual clock.
 """
@@ -31,8 +32,10 @@ from vpp.clock import Clock
 from vpp.envelope import plant_envelope
 from vpp.errors import InvalidInput, NotFound
 from market import enterprise_delivered_kwh
+from market.tariff import TouTariff, default_tariff
 from vpp.execution import StepPlan, allowed_devices, baseline_array, plan_step
 from vpp.metrics import Metrics
+from vpp.scheduling import DEFAULT_EXPORT_PRICE_CNY_PER_KWH, BatteryPlan, horizon_start, plan_batteries
 from vpp.model import (
     Device,
     DispatchInstruction,
@@ -61,6 +64,12 @@ class ServiceSettings:
     latitude: float = 31.3  # park site, for PV forecasts [deg north]
     longitude: float = 120.6  # [deg east]
     adapter_backoff_max_s: float = 30.0  # longest wait between reconnect attempts [s]
+    # Battery schedule between instructions: re-solved when its first interval started this long ago
+    # (900: at every quarter hour), at once after an instruction ends; 0 disables it [s].
+    schedule_interval_s: float = 900.0
+    schedule_intervals: int = 96  # horizon [quarter hours]
+    tariff: TouTariff | None = None  # TOU import tariff of the schedule; None = market.tariff.default_tariff()
+    export_price_cny_per_kwh: float = DEFAULT_EXPORT_PRICE_CNY_PER_KWH  # feed-in price of the schedule [CNY/kWh]
 
 
 @dataclass
@@ -110,6 +119,12 @@ class PlantService:
         self._device_events: dict[str, set[tuple[date, str]]] = {}  # device -> (local day, instruction) it joined
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        self._tariff = self.settings.tariff or default_tariff()
+        self.last_schedule: BatteryPlan | None = None
+        """The battery schedule being followed (None before the first successful solve)."""
+        self._schedule_tried_at: datetime | None = None  # last solve attempt, successful or not
+        self._schedule_resolve = True  # solve on the next schedule step whatever the age
+        self._schedule_sent: dict[str, float] = {}  # device id -> scheduled set-point it holds [kW]
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -339,6 +354,75 @@ class PlantService:
                 self._active = self._activate(instruction, state, snapshot, now)
         if self._active is not None:
             await self._execute(self._active, snapshot, now)
+        else:
+            await self.schedule_step(snapshot, now)
+
+    # -- battery schedule ------------------------------------------------------------
+
+    async def schedule_step(self, snapshot: FleetSnapshot | None = None, now: datetime | None = None) -> None:
+        """Between instructions: re-solve the battery schedule when due, then send its present set-points.
+
+        Set-points go out with ``instruction_id=None``. A device an instruction
+        holds is not touched here (this runs only when none is active).
+        """
+        if self.settings.schedule_interval_s <= 0:
+            return
+        now = now if now is not None else self.clock.now()
+        snapshot = snapshot if snapshot is not None else self.snapshot()
+        if self._schedule_due(now):
+            await self._solve_schedule(snapshot, now)
+        await self._follow_schedule(snapshot, now)
+
+    def _schedule_due(self, now: datetime) -> bool:
+        """First step, after an instruction ended, or the last attempt's first interval began ``schedule_interval_s`` ago."""
+        if self._schedule_resolve or self._schedule_tried_at is None:
+            return True
+        age_s = (now - horizon_start(self._schedule_tried_at)).total_seconds()
+        return age_s >= self.settings.schedule_interval_s
+
+    async def _solve_schedule(self, snapshot: FleetSnapshot, now: datetime) -> None:
+        """Solve in a worker thread (CPU-bound); a failure is logged and counted, the previous plan stays."""
+        s = self.settings
+        self._schedule_tried_at, self._schedule_resolve = now, False
+        try:
+            plan = await asyncio.to_thread(
+                plan_batteries, list(self._devices), snapshot, self._tariff, s.local_zone, s.latitude, s.longitude,
+                s.schedule_intervals, s.export_price_cny_per_kwh,
+            )
+        except Exception:
+            self.metrics.schedule_solves.labels(result="error").inc()
+            self.log.exception("battery schedule failed")
+            return
+        if not plan.has_solution:
+            self.metrics.schedule_solves.labels(result="no_solution").inc()
+            self.log.warning("battery schedule has no solution", status=plan.status)
+            return
+        self.metrics.schedule_solves.labels(result="optimal" if plan.status == "Optimal" else "feasible").inc()
+        self.last_schedule = plan
+        self.log.info(
+            "battery schedule solved", batteries=len(plan.device_ids), status=plan.status,
+            cost_cny=round(plan.objective_cny, 2), solve_ms=round(plan.solve_time_s * 1000, 1),
+        )
+
+    async def _follow_schedule(self, snapshot: FleetSnapshot, now: datetime) -> None:
+        """Send the present interval's set-points that changed; release batteries the plan no longer covers."""
+        targets = self.last_schedule.setpoints_at(now) if self.last_schedule else {}
+        deadband = self.settings.setpoint_deadband_kw
+        outgoing: list[tuple[str, Setpoint]] = []
+        for i, device_id in enumerate(snapshot.device_ids):
+            target = targets.get(device_id) if snapshot.dispatchable[i] else None
+            held = self._schedule_sent.get(device_id)
+            if target is None:
+                if held is not None:
+                    outgoing.append((snapshot.adapters[i], Setpoint(device_id=device_id, p_kw=None, ts=now)))
+                    del self._schedule_sent[device_id]
+                continue
+            reference = held if held is not None else float(snapshot.p_kw[i])
+            if abs(target - reference) <= deadband:
+                continue
+            outgoing.append((snapshot.adapters[i], Setpoint(device_id=device_id, p_kw=target, ts=now)))
+            self._schedule_sent[device_id] = target
+        await self._deliver(outgoing)
 
     async def _expire_missed(self, now: datetime) -> None:
         """Instructions whose window passed while they waited (e.g. service down) are closed, not run late."""
@@ -491,6 +575,9 @@ class PlantService:
             for device_id in execution.sent_kw
         ]
         await self._deliver(release)
+        for device_id in set(execution.sent_kw) | set(execution.joined_at):
+            self._schedule_sent.pop(device_id, None)  # the instruction overrode (and released) it
+        self._schedule_resolve = True  # released devices return to a fresh schedule on the next step
         execution.sent_kw.clear()
         execution.state = execution.state.model_copy(
             update={"status": status, "updated_at": now, "message": message, "devices_dispatched": 0}

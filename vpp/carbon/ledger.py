@@ -53,7 +53,7 @@ from vpp.carbon.indicators import (
     enterprise_indicators,
     park_indicators,
 )
-from vpp.carbon.inputs import DEFAULT_ZONE, Inputs, Period, local_days, month_period, read_inputs
+from vpp.carbon.inputs import DEFAULT_ZONE, Inputs, local_days, month_period, read_inputs
 from vpp.chain import canonical_json, record_hash
 from vpp.store.base import Store
 

@@ -27,15 +27,14 @@ import numpy as np
 import structlog
 
 from adapters.base import Adapter, AdapterError
+from market import enterprise_delivered_kwh
+from market.tariff import TouTariff, default_tariff
 from vpp.aggregator import FleetSnapshot, build_snapshot, device_rows, plant_state
 from vpp.clock import Clock
 from vpp.envelope import plant_envelope
 from vpp.errors import InvalidInput, NotFound
-from market import enterprise_delivered_kwh
-from market.tariff import TouTariff, default_tariff
 from vpp.execution import StepPlan, allowed_devices, baseline_array, plan_step
 from vpp.metrics import Metrics
-from vpp.scheduling import DEFAULT_EXPORT_PRICE_CNY_PER_KWH, BatteryPlan, horizon_start, plan_batteries
 from vpp.model import (
     Device,
     DispatchInstruction,
@@ -45,6 +44,7 @@ from vpp.model import (
     Setpoint,
     TelemetrySample,
 )
+from vpp.scheduling import DEFAULT_EXPORT_PRICE_CNY_PER_KWH, BatteryPlan, horizon_start, plan_batteries
 from vpp.store.base import Store
 
 OPEN_STATUSES = (DispatchStatus.PENDING, DispatchStatus.ACTIVE)

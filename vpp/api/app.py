@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from market import response_ratio
-from vpp.api.errors import error_middleware
 from vpp.api.carbon_routes import ROUTES as CARBON_ROUTES
+from vpp.api.errors import error_middleware
 from vpp.api.openapi import openapi_document
 from vpp.api.routes import SERVICE_KEY, Route, dump, enterprise_in_path, json_body, service_of
 from vpp.api.settlement_routes import ROUTES as SETTLEMENT_ROUTES

@@ -34,15 +34,6 @@ from vpp.carbon.certificates import (
     to_plain,
     transfer,
 )
-from vpp.chain import (
-    GENESIS_HASH,
-    Problem,
-    append,
-    canonical_json,
-    make_record,
-    record_hash,
-    verify_chain,
-)
 from vpp.carbon.factors import (
     UnknownFactorError,
     UnknownRegionError,
@@ -58,6 +49,15 @@ from vpp.carbon.indicators import (
     ParkIndicators,
     enterprise_indicators,
     park_indicators,
+)
+from vpp.chain import (
+    GENESIS_HASH,
+    Problem,
+    append,
+    canonical_json,
+    make_record,
+    record_hash,
+    verify_chain,
 )
 
 __all__ = [

@@ -20,8 +20,8 @@ from vpp.model import (
     DispatchState,
     DispatchStatus,
     Enterprise,
-    MeterReading,
     MeteringPoint,
+    MeterReading,
     Setpoint,
     TelemetrySample,
 )

@@ -14,8 +14,8 @@ follows the same rule.
 from __future__ import annotations
 
 import asyncio
-import json
 import contextlib
+import json
 import pathlib
 import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -35,8 +35,8 @@ from vpp.model import (
     DispatchState,
     DispatchStatus,
     Enterprise,
-    MeterReading,
     MeteringPoint,
+    MeterReading,
     Setpoint,
     TelemetrySample,
 )

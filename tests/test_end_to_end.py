@@ -43,9 +43,20 @@ def demo(tmp_path):
     try:
         yield url, tokens, enterprise_id, tmp_path, process
     finally:
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 30 s: no service outlives its test."""
+    try:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
-            process.wait(timeout=30)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    finally:
         process.stdout.close()
 
 
@@ -167,8 +178,8 @@ async def test_serve_on_the_redis_store_accepts_and_keeps_an_instruction(tmp_pat
             stored = await store.get_instruction("redis-1")
             assert stored is not None and stored[0].delta_kw == 10.0
             assert len(await store.list_devices()) > 0
-    finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
-        process.stdout.close()
+    finally:
+        _stop(process)
         await drop_namespace(redis_url(), namespace)

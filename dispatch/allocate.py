@@ -120,6 +120,19 @@ def _bounds(lower_kw: ArrayLike, upper_kw: ArrayLike) -> tuple[FloatArray, Float
     return lower, upper
 
 
+def _problem(
+    target_kw: float, lower_kw: ArrayLike, upper_kw: ArrayLike, cost: ArrayLike, quad_cost: ArrayLike | None
+) -> tuple[float, FloatArray, FloatArray, FloatArray, FloatArray | None]:
+    """Validated ``(target, lower, upper, cost, quad_cost)`` of an allocation problem [kW], [CNY/kWh], [CNY/kW^2h]."""
+    target = _scalar("target_kw", target_kw)
+    lower, upper = _bounds(lower_kw, upper_kw)
+    costs = _vector("cost", cost, lower.shape[0])
+    quad = None if quad_cost is None else _vector("quad_cost", quad_cost, lower.shape[0])
+    if quad is not None:
+        _first_violation("quad_cost", quad < 0.0, quad, "quad_cost >= 0")
+    return target, lower, upper, costs, quad
+
+
 # ------------------------------------------------------------------ result ----
 
 
@@ -441,12 +454,7 @@ def allocate(
 
     Raises ValueError naming the argument and the first bad index and value.
     """
-    target = _scalar("target_kw", target_kw)
-    lower, upper = _bounds(lower_kw, upper_kw)
-    costs = _vector("cost", cost, lower.shape[0])
-    quad = None if quad_cost is None else _vector("quad_cost", quad_cost, lower.shape[0])
-    if quad is not None:
-        _first_violation("quad_cost", quad < 0.0, quad, "quad_cost >= 0")
+    target, lower, upper, costs, quad = _problem(target_kw, lower_kw, upper_kw, cost, quad_cost)
     nearest = _infeasible(target, lower, upper)
     if nearest is not None:
         return nearest

@@ -54,7 +54,7 @@ from typing import Final
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from dispatch.allocate import _bounds, _first_violation, _scalar, _vector, allocate
+from dispatch.allocate import _first_violation, _problem, allocate
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.intp]
@@ -287,12 +287,7 @@ def allocate_with_groups(
 
     Raises ValueError naming the argument and the first bad index and value.
     """
-    target = _scalar("target_kw", target_kw)
-    lower, upper = _bounds(lower_kw, upper_kw)
-    costs = _vector("cost", cost, lower.shape[0])
-    quad = None if quad_cost is None else _vector("quad_cost", quad_cost, lower.shape[0])
-    if quad is not None:
-        _first_violation("quad_cost", quad < 0.0, quad, "quad_cost >= 0")
+    target, lower, upper, costs, quad = _problem(target_kw, lower_kw, upper_kw, cost, quad_cost)
     membership, group_min, group_max = _groups(group_of, group_min_kw, group_max_kw, lower.shape[0])
     groups = group_min.size
 

@@ -32,6 +32,9 @@ class Metrics:
         )
         self.setpoints_sent = Counter("vpp_setpoints_sent", "Set-points handed to adapters", ["adapter"], registry=r)
         self.adapter_errors = Counter("vpp_adapter_errors", "Adapter calls that failed", ["adapter", "operation"], registry=r)
+        self.adapter_malformed = Counter(
+            "vpp_adapter_malformed", "Frames or payloads an adapter received and could not use", ["adapter"], registry=r
+        )
         self.plant_net_kw = Gauge("vpp_plant_net_kw", "Fleet net power, + into the park [kW]", registry=r)
         self.plant_available_up_kw = Gauge("vpp_plant_available_up_kw", "Fleet available upward [kW]", registry=r)
         self.plant_available_down_kw = Gauge("vpp_plant_available_down_kw", "Fleet available downward [kW]", registry=r)

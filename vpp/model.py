@@ -171,6 +171,12 @@ class _DeviceBase(_Model):
         description="cost of moving the device away from its own schedule (wear, comfort) [CNY/kWh]",
     )
     adapter: str = Field(default=DEVICE_ADAPTER, min_length=1, max_length=64, description="adapter that talks to it")
+    address: str | None = Field(
+        default=None,
+        max_length=200,
+        description="where the adapter reaches the device, in the adapter's own form "
+        "(e.g. modbus 'host:port/unit'); none = the adapter's default for this device id",
+    )
 
     def is_protected(self, local_hour: int) -> bool:
         """True when the device must not be dispatched at this local hour."""

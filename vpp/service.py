@@ -116,6 +116,7 @@ class PlantService:
         self._active: _Execution | None = None
         self._health = {name: _AdapterHealth() for name in self.adapters}
         self._last_meter_read: datetime | None = None
+        self._malformed_exported: dict[str, int] = {}  # adapter name -> malformed frames already in /metrics
         self._device_events: dict[str, set[tuple[date, str]]] = {}  # device -> (local day, instruction) it joined
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -252,9 +253,19 @@ class PlantService:
                 ingested += len(samples)
             if readings:
                 await self.store.append_meter_readings(readings)
+        self._export_malformed()
         if meters_due:
             self._last_meter_read = now
         return ingested
+
+    def _export_malformed(self) -> None:
+        """Bring ``vpp_adapter_malformed`` up to each adapter's own count of dropped frames."""
+        for name, adapter in self.adapters.items():
+            count = getattr(adapter, "malformed_frames", 0)  # duck-typed adapters may not count
+            seen = self._malformed_exported.get(name, 0)
+            if count > seen:
+                self.metrics.adapter_malformed.labels(adapter=name).inc(count - seen)
+                self._malformed_exported[name] = count
 
     def _note_event(self, device_id: str, joined: datetime, instruction_id: str) -> None:
         self._device_events.setdefault(device_id, set()).add((joined.astimezone(self._zone).date(), instruction_id))

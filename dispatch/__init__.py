@@ -14,6 +14,14 @@
 
 from dispatch.allocate import Allocation, allocate, allocate_from_baseline
 from dispatch.bounds import setpoint_bounds
-from dispatch.network import GroupAllocation, allocate_with_groups
+from dispatch.network import GroupAllocation, allocate_from_baseline_with_groups, allocate_with_groups
 
-__all__ = ["Allocation", "GroupAllocation", "allocate", "allocate_from_baseline", "allocate_with_groups", "setpoint_bounds"]
+__all__ = [
+    "Allocation",
+    "GroupAllocation",
+    "allocate",
+    "allocate_from_baseline",
+    "allocate_from_baseline_with_groups",
+    "allocate_with_groups",
+    "setpoint_bounds",
+]

@@ -324,3 +324,65 @@ def allocate_with_groups(
         # No solution at all (e.g. stopped before one was found): keep the fast answer, caps unmet.
         solved = setpoints.copy()
     return _result(solved, shortfall, reachable, status, HIGHS, membership, group_min, group_max, caps_met)
+
+
+def allocate_from_baseline_with_groups(
+    target_kw: float,
+    baseline_kw: ArrayLike,
+    lower_kw: ArrayLike,
+    upper_kw: ArrayLike,
+    cost: ArrayLike,
+    group_of: ArrayLike | None = None,
+    group_min_kw: ArrayLike | None = None,
+    group_max_kw: ArrayLike | None = None,
+    *,
+    time_limit_s: float | None = None,
+) -> GroupAllocation:
+    """``dispatch.allocate_from_baseline`` within group caps: move devices from their baselines at least cost.
+
+    Minimises ``sum(cost * |p - b|)`` with ``b = clip(baseline_kw, lower_kw,
+    upper_kw)`` [kW], ``cost`` >= 0 [CNY/kWh], subject to ``sum(p) ==
+    target_kw``, the bounds, and ``group_min_kw[g] <= sum(p[group_of == g])
+    <= group_max_kw[g]`` [kW]. Unlike the ungrouped case a capped group may
+    have to move *against* the target (a feeder over its limit sheds load
+    while the others make up for it), so both directions stay open.
+
+    How: ``|p - b|`` is convex and piecewise linear, so each device becomes
+    two columns of :func:`allocate_with_groups`, an upward part in
+    ``[0, upper - b]`` at ``+cost`` and a downward part in ``[lower - b, 0]``
+    at ``-cost``, both in the device's group, against the target and caps
+    taken relative to the baselines. Using both parts of one device at once
+    only adds cost, so an optimum never does it except at zero cost, where
+    ``p`` is the same either way. The fast path (no cap binds) stays exact.
+
+    Returns the :class:`GroupAllocation` of the devices (absolute set-points
+    and group totals [kW]). Raises ValueError naming the first bad argument.
+    """
+    target, lower, upper, costs, _ = _problem(target_kw, lower_kw, upper_kw, cost, None)
+    _first_violation("cost", costs < 0.0, costs, "cost >= 0")
+    baseline = np.asarray(baseline_kw, dtype=np.float64)
+    if baseline.shape != lower.shape:
+        raise ValueError(f"baseline_kw must have shape {lower.shape} (as lower_kw), got {baseline.shape}")
+    _first_violation("baseline_kw", ~np.isfinite(baseline), baseline, "finite")
+    baseline = np.clip(baseline, lower, upper)
+    n = lower.shape[0]
+    membership, group_min, group_max = _groups(group_of, group_min_kw, group_max_kw, n)
+    groups = group_min.size
+    held = _group_sums(baseline, membership, groups)
+    parts = allocate_with_groups(
+        target - float(baseline.sum()),
+        np.concatenate((np.zeros(n), lower - baseline)),
+        np.concatenate((upper - baseline, np.zeros(n))),
+        np.concatenate((costs, -costs)),
+        None,
+        np.concatenate((membership, membership)),
+        group_min - held,
+        group_max - held,
+        time_limit_s=time_limit_s,
+    )
+    setpoints = np.clip(baseline + parts.setpoints_kw[:n] + parts.setpoints_kw[n:], lower, upper)
+    setpoints.flags.writeable = False
+    totals = parts.group_totals_kw + held
+    totals.flags.writeable = False
+    return GroupAllocation(setpoints, parts.shortfall_kw, parts.status, parts.path, totals, parts.group_excess_kw,
+                           parts.feasible)

@@ -13,9 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dispatch import Allocation, allocate_from_baseline, setpoint_bounds
+from dispatch import Allocation, GroupAllocation, allocate_from_baseline, allocate_from_baseline_with_groups, setpoint_bounds
 from vpp.aggregator import FleetSnapshot
 from vpp.model import DispatchInstruction, InstructionKind
+from vpp.network import FleetCaps
+
+NETWORK_SOLVE_LIMIT_S = 0.5
+"""Longest a capped allocation may spend in HiGHS in one control step [s]; its best point is used after."""
 
 
 @dataclass(frozen=True)
@@ -26,8 +30,16 @@ class StepPlan:
     measured_kw: float  # fleet net power measured (fresh devices) [kW]
     baseline_kw: float  # frozen baseline of the fresh devices [kW]
     setpoints_kw: np.ndarray  # per device in snapshot order; NaN where no set-point [kW]
-    allocation: Allocation | None  # None when nothing is dispatchable
+    allocation: Allocation | GroupAllocation | None  # None when nothing is dispatchable
     device_delivered_kw: np.ndarray  # per device, p − baseline; 0 where not fresh [kW]
+    network_shortfall_kw: float = 0.0  # part of the request the connection limit takes away [kW]
+
+    @property
+    def shortfall_kw(self) -> float:
+        """Requested minus what the set-points add up to (device bounds and network limits) [kW]."""
+        if self.allocation is None:
+            return self.requested_kw - self.measured_kw
+        return float(self.allocation.shortfall_kw) + self.network_shortfall_kw
 
     @property
     def delivered_kw(self) -> float:
@@ -86,6 +98,7 @@ def plan_step(
     step_s: float,
     remaining_h: float,
     allowed: np.ndarray | None = None,
+    caps: FleetCaps | None = None,
 ) -> StepPlan:
     """Allocate the instruction's request across the dispatchable devices.
 
@@ -97,7 +110,8 @@ def plan_step(
     bounding ramps [s]; ``remaining_h`` time left in the instruction, bounding
     battery energy [h]; ``allowed`` per device, False where the instruction
     may not use it (notice too short, interruption too long, events used up)
-    [bool].
+    [bool]; ``caps`` the network limits as fleet ranges (``vpp.network``),
+    None for none: the fast allocator runs unless a cap binds.
     """
     fresh = snapshot.fresh
     dispatchable = snapshot.dispatchable if allowed is None else snapshot.dispatchable & allowed
@@ -105,7 +119,8 @@ def plan_step(
     measured_kw = float(snapshot.p_kw[fresh].sum())
     requested_kw = requested_fleet_kw(instruction, baseline_fresh_kw)
     setpoints = np.full(len(snapshot), np.nan)
-    allocation = None
+    allocation: Allocation | GroupAllocation | None = None
+    network_shortfall_kw = 0.0
     if dispatchable.any():
         lower, upper = setpoint_bounds(
             snapshot.p_kw,
@@ -121,14 +136,21 @@ def plan_step(
             max(remaining_h, 1e-6),
             dispatchable,
         )
-        held_kw = float(snapshot.p_kw[fresh & ~dispatchable].sum())
-        allocation = allocate_from_baseline(
-            requested_kw - held_kw,
-            baseline_kw[dispatchable],
-            lower[dispatchable],
-            upper[dispatchable],
-            snapshot.cost_cny_per_kwh[dispatchable],
-        )
+        held = fresh & ~dispatchable
+        held_kw = float(snapshot.p_kw[held].sum())
+        target_kw = requested_kw - held_kw
+        if caps is None or not caps.binding_possible:
+            allocation = allocate_from_baseline(
+                target_kw,
+                baseline_kw[dispatchable],
+                lower[dispatchable],
+                upper[dispatchable],
+                snapshot.cost_cny_per_kwh[dispatchable],
+            )
+        else:
+            allocation, network_shortfall_kw = _allocate_within_caps(
+                snapshot, caps, dispatchable, held, target_kw, baseline_kw, lower, upper
+            )
         setpoints[dispatchable] = allocation.setpoints_kw
     device_delivered = np.where(fresh, snapshot.p_kw - baseline_kw, 0.0)
     return StepPlan(
@@ -138,4 +160,42 @@ def plan_step(
         setpoints_kw=setpoints,
         allocation=allocation,
         device_delivered_kw=device_delivered,
+        network_shortfall_kw=network_shortfall_kw,
     )
+
+
+def _allocate_within_caps(
+    snapshot: FleetSnapshot,
+    caps: FleetCaps,
+    dispatchable: np.ndarray,
+    held: np.ndarray,
+    target_kw: float,
+    baseline_kw: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+) -> tuple[GroupAllocation, float]:
+    """Allocate the dispatchable devices' target within feeder and connection ranges [kW].
+
+    Devices held as they are (fresh, not dispatchable) still load their
+    feeder and the connection: their power is taken off the ranges. The
+    connection range clips the target; what it clips is returned as the
+    network's share of the shortfall [kW].
+    """
+    groups = caps.group_min_kw.size
+    held_per_group = np.bincount(
+        caps.group_of[held & (caps.group_of >= 0)], weights=snapshot.p_kw[held & (caps.group_of >= 0)], minlength=groups
+    )
+    held_kw = float(snapshot.p_kw[held].sum())
+    reachable_kw = float(np.clip(target_kw, caps.total_min_kw - held_kw, caps.total_max_kw - held_kw))
+    allocation = allocate_from_baseline_with_groups(
+        reachable_kw,
+        baseline_kw[dispatchable],
+        lower[dispatchable],
+        upper[dispatchable],
+        snapshot.cost_cny_per_kwh[dispatchable],
+        caps.group_of[dispatchable],
+        caps.group_min_kw - held_per_group,
+        caps.group_max_kw - held_per_group,
+        time_limit_s=NETWORK_SOLVE_LIMIT_S,
+    )
+    return allocation, target_kw - reachable_kw

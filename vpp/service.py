@@ -37,6 +37,8 @@ from vpp.execution import StepPlan, allowed_devices, baseline_array, plan_step
 from vpp.metrics import Metrics
 from vpp.model import (
     Device,
+    MeteringPoint,
+    MeterReading,
     DispatchInstruction,
     DispatchProgress,
     DispatchState,
@@ -44,6 +46,7 @@ from vpp.model import (
     Setpoint,
     TelemetrySample,
 )
+from vpp.network import FleetCaps, NetworkConfig, exchange_kw, fleet_caps
 from vpp.scheduling import DEFAULT_EXPORT_PRICE_CNY_PER_KWH, BatteryPlan, horizon_start, plan_batteries
 from vpp.store.base import Store
 
@@ -102,6 +105,7 @@ class PlantService:
         clock: Clock,
         metrics: Metrics | None = None,
         settings: ServiceSettings | None = None,
+        network: NetworkConfig | None = None,
     ) -> None:
         self.store = store
         self.adapters = dict(adapters)
@@ -117,6 +121,13 @@ class PlantService:
         self._health = {name: _AdapterHealth() for name in self.adapters}
         self._last_meter_read: datetime | None = None
         self._malformed_exported: dict[str, int] = {}  # adapter name -> malformed frames already in /metrics
+        self.network = network or NetworkConfig()
+        """Grid connection and feeder limits the dispatch keeps to (``vpp.network``)."""
+        self._meters: list[MeteringPoint] = []
+        self._meter_last: dict[str, MeterReading] = {}  # meter id -> latest reading
+        self._meter_prev: dict[str, MeterReading] = {}  # meter id -> the reading before it
+        self._fleet_at_read: list[dict[str, float]] = []  # per enterprise fleet power at the last two meter reads [kW]
+        self._unmeasured_logged: frozenset[str] = frozenset()
         self._device_events: dict[str, set[tuple[date, str]]] = {}  # device -> (local day, instruction) it joined
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -133,6 +144,7 @@ class PlantService:
         """Read devices, latest telemetry and open instructions from the store; connect adapters."""
         self._devices = await self.store.list_devices()
         self._latest = await self.store.latest_telemetry()
+        self._meters = await self.store.list_meters()
         for instruction, state in await self.store.list_instructions():
             if state.status in OPEN_STATUSES:
                 self._pending[instruction.id] = (instruction, state)
@@ -219,6 +231,7 @@ class PlantService:
                 raise InvalidInput("adapter", str(exc)) from None
         created = await self.store.put_device(device)
         self._devices = await self.store.list_devices()
+        self._meters = await self.store.list_meters()  # a new PV may bring a generation meter
         self.metrics.devices_enrolled.set(len(self._devices))
         self.log.info("device enrolled", device_id=device.id, enterprise_id=device.enterprise_id, created=created)
         return created
@@ -253,10 +266,44 @@ class PlantService:
                 ingested += len(samples)
             if readings:
                 await self.store.append_meter_readings(readings)
+                self._note_meter_readings(readings)
         self._export_malformed()
         if meters_due:
             self._last_meter_read = now
         return ingested
+
+    def _note_meter_readings(self, readings: Sequence[MeterReading]) -> None:
+        """Keep the last two readings per meter and the fleet power at this read, for network limits."""
+        for reading in readings:
+            last = self._meter_last.get(reading.meter_id)
+            if last is not None and reading.ts <= last.ts:
+                continue
+            if last is not None:
+                self._meter_prev[reading.meter_id] = last
+            self._meter_last[reading.meter_id] = reading
+        if self.network.limited:
+            snapshot = self.snapshot()
+            per_enterprise: dict[str, float] = {}
+            for enterprise_id, p_kw, fresh in zip(snapshot.enterprise_ids, snapshot.p_kw.tolist(), snapshot.fresh):
+                if fresh:
+                    per_enterprise[enterprise_id] = per_enterprise.get(enterprise_id, 0.0) + p_kw
+            self._fleet_at_read = [*self._fleet_at_read[-1:], per_enterprise]
+
+    def network_caps(self, snapshot: FleetSnapshot) -> FleetCaps | None:
+        """The network limits as fleet ranges now; None when no limit is configured."""
+        if not self.network.limited:
+            return None
+        exchange = exchange_kw(self._meters, self._meter_prev, self._meter_last)
+        reads = self._fleet_at_read or [{}]
+        enterprises = set().union(*reads)
+        # The fleet over the meter interval: the mean of its power at the interval's two ends.
+        fleet = {e: sum(r.get(e, 0.0) for r in reads) / len(reads) for e in enterprises}
+        caps, unmeasured = fleet_caps(self.network, snapshot.enterprise_ids, fleet, exchange)
+        if frozenset(unmeasured) != self._unmeasured_logged:
+            self._unmeasured_logged = frozenset(unmeasured)
+            if unmeasured:
+                self.log.warning("network limits not applied: no measured grid exchange yet", limits=sorted(unmeasured))
+        return caps
 
     def _export_malformed(self) -> None:
         """Bring ``vpp_adapter_malformed`` up to each adapter's own count of dropped frames."""
@@ -482,7 +529,9 @@ class PlantService:
             joined_h_ago=joined_h_ago,
             events_today=self._events_today(snapshot, now, instruction.id),
         )
-        plan = plan_step(snapshot, instruction, baseline, self.settings.control_interval_s, remaining_h, allowed)
+        plan = plan_step(
+            snapshot, instruction, baseline, self.settings.control_interval_s, remaining_h, allowed, self.network_caps(snapshot)
+        )
         self.metrics.allocation_seconds.observe(time.perf_counter() - started)
         await self._send_setpoints(execution, snapshot, plan, now)
         execution.state = self._account(execution, snapshot, plan, now, baseline)
@@ -506,7 +555,6 @@ class PlantService:
         for device_id, p_kw, fresh in zip(snapshot.device_ids, baseline.tolist(), snapshot.fresh):
             if fresh and device_id not in baselines:
                 baselines[device_id] = p_kw  # a device that joined mid-instruction starts from where it is
-        shortfall = plan.allocation.shortfall_kw if plan.allocation else plan.requested_kw - plan.measured_kw
         return state.model_copy(
             update={
                 "updated_at": now,
@@ -516,7 +564,7 @@ class PlantService:
                 "delivered_kwh": state.delivered_kwh + plan.delivered_kw * sign * dt_h,
                 "enterprise_delivered_kwh": per_enterprise,
                 "devices_dispatched": len(execution.sent_kw),
-                "shortfall_kw": round(float(shortfall), 3),
+                "shortfall_kw": round(plan.shortfall_kw, 3),
                 "device_baseline_kw": baselines,
                 "device_joined_at": dict(execution.joined_at),
                 "reallocations": state.reallocations,

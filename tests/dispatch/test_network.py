@@ -361,3 +361,106 @@ def test_whole_park_group_is_the_grid_connection() -> None:
 def test_invalid_groups_raise(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         allocate_with_groups(1.0, [0.0, 0.0], [1.0, 1.0], [1.0, 2.0], **kwargs)
+
+
+# ------------------------------------------------- baseline-relative, with caps ----
+
+
+def _reference_from_baseline(target, baseline, lower, upper, cost, group_of, group_min, group_max):
+    """``min sum(cost*t)``, ``t >= |p - b|``, through linprog over (p, t): another formulation than the split.
+
+    Returns (reachable total, optimal cost) or None when the caps cannot be met at all.
+    """
+    n, groups = len(lower), len(group_min)
+    if n == 0:
+        return 0.0, 0.0  # nothing can move: the only reachable total is 0
+    rows, bounds_ub = [], []
+    eye = np.eye(n)
+    rows += [np.hstack((eye, -eye)), np.hstack((-eye, -eye))]  # p - t <= b, -p - t <= -b
+    bounds_ub += [baseline, -baseline]
+    for g in range(groups):
+        member = (group_of == g).astype(float)
+        if np.isfinite(group_max[g]):
+            rows.append(np.hstack((member, np.zeros(n)))[None, :])
+            bounds_ub.append([group_max[g]])
+        if np.isfinite(group_min[g]):
+            rows.append(np.hstack((-member, np.zeros(n)))[None, :])
+            bounds_ub.append([-group_min[g]])
+    a_ub, b_ub = np.vstack(rows), np.concatenate([np.atleast_1d(b) for b in bounds_ub])
+    var_bounds = list(zip(lower, upper)) + [(0, None)] * n
+    ends = []
+    for sign in (1.0, -1.0):
+        res = linprog(np.concatenate((sign * np.ones(n), np.zeros(n))), A_ub=a_ub, b_ub=b_ub, bounds=var_bounds)
+        if res.status != 0:
+            return None
+        ends.append(sign * res.fun)
+    reachable = min(max(target, ends[0]), ends[1])
+    res = linprog(np.concatenate((np.zeros(n), cost)), A_ub=a_ub, b_ub=b_ub,
+                  A_eq=np.hstack((np.ones(n), np.zeros(n)))[None, :], b_eq=[reachable], bounds=var_bounds)
+    assert res.status == 0, res.message
+    return reachable, float(res.fun)
+
+
+@st.composite
+def baseline_instances(draw: st.DrawFn) -> dict:
+    n = draw(st.integers(0, 15))
+    groups = draw(st.integers(0, 3))
+    lower = draw(arrays(np.float64, n, elements=_floats(-100.0, 100.0)))
+    upper = lower + draw(arrays(np.float64, n, elements=st.one_of(st.just(0.0), _floats(0.0, 100.0))))
+    baseline = lower + draw(arrays(np.float64, n, elements=_floats(0.0, 1.0))) * (upper - lower)
+    cost = draw(arrays(np.float64, n, elements=st.one_of(st.sampled_from((0.0, 1.0, 2.0)), _floats(0.0, 50.0))))
+    group_of = draw(arrays(np.int64, n, elements=st.integers(-1, groups - 1))) if groups else np.full(n, -1)
+    group_min, group_max = np.full(groups, -np.inf), np.full(groups, np.inf)
+    for g in range(groups):
+        low, high = float(lower[group_of == g].sum()), float(upper[group_of == g].sum())
+        a, b = sorted(draw(st.lists(_floats(0.0, 1.0), min_size=2, max_size=2)))
+        if draw(st.booleans()):
+            group_max[g] = low + b * (high - low)
+        if draw(st.booleans()):
+            group_min[g] = low + a * (high - low)
+    total_low, total_high = float(lower.sum()), float(upper.sum())
+    target = draw(_floats(total_low - 50.0, total_high + 50.0))
+    return dict(target=target, baseline=baseline, lower=lower, upper=upper, cost=cost, group_of=group_of,
+                group_min=group_min, group_max=group_max)
+
+
+@EXAMPLES
+@given(baseline_instances())
+def test_baseline_allocation_with_caps_matches_an_independent_lp(case: dict) -> None:
+    from dispatch import allocate_from_baseline_with_groups
+
+    result = allocate_from_baseline_with_groups(
+        case["target"], case["baseline"], case["lower"], case["upper"], case["cost"],
+        case["group_of"], case["group_min"], case["group_max"],
+    )
+    reference = _reference_from_baseline(**case)
+    assert reference is not None  # caps drawn inside each group's reach
+    reachable, best_cost = reference
+    p = result.setpoints_kw
+    scale = 1.0 + np.abs(p).sum()
+    assert np.all(p >= case["lower"] - 1e-9) and np.all(p <= case["upper"] + 1e-9)
+    assert abs(p.sum() - reachable) <= 1e-6 * scale
+    assert abs(result.shortfall_kw - (case["target"] - reachable)) <= 1e-6 * scale
+    for g in range(case["group_min"].size):
+        total = p[case["group_of"] == g].sum()
+        assert case["group_min"][g] - 1e-6 * scale <= total <= case["group_max"][g] + 1e-6 * scale
+    cost = float(np.dot(case["cost"], np.abs(p - case["baseline"])))
+    assert cost <= best_cost + 1e-6 * max(1.0, abs(best_cost), scale)
+    event(result.path)
+
+
+def test_a_feeder_over_its_cap_sheds_while_others_make_up_the_target() -> None:
+    from dispatch import allocate_from_baseline, allocate_from_baseline_with_groups
+
+    baseline = np.array([5.0, 5.0, 5.0, 5.0])
+    lower, upper, cost = np.zeros(4), np.full(4, 10.0), np.array([1.0, 2.0, 3.0, 4.0])
+    free = allocate_from_baseline(26.0, baseline, lower, upper, cost)
+    same = allocate_from_baseline_with_groups(26.0, baseline, lower, upper, cost)
+    np.testing.assert_allclose(same.setpoints_kw, free.setpoints_kw)
+    assert same.path == "fast"
+    capped = allocate_from_baseline_with_groups(20.0, baseline, lower, upper, cost, [0, 0, -1, -1], [-np.inf], [6.0])
+    # Feeder 0 (devices 0, 1) holds 10 kW at baseline and may carry 6: its cheapest device sheds 4 kW
+    # and the cheapest device outside it makes the 4 kW up.
+    np.testing.assert_allclose(capped.setpoints_kw, [1.0, 5.0, 9.0, 5.0], atol=1e-7)
+    assert capped.path == "highs" and capped.feasible
+    np.testing.assert_allclose(capped.group_totals_kw, [6.0], atol=1e-7)

@@ -12,6 +12,7 @@ from adapters.simulator import SimulatorAdapter
 from simulators.park import ParkSpec, build_park
 from simulators.sim import SimulatedPark
 from vpp.clock import ManualClock
+from vpp.network import NetworkConfig
 from vpp.service import PlantService, ServiceSettings
 from vpp.store import SqliteStore, Store
 
@@ -37,7 +38,12 @@ class Plant:
 
 
 async def make_plant(
-    tmp_path, start: datetime = NOON, n_enterprises: int = 5, seed: int = 3, store: Store | None = None
+    tmp_path,
+    start: datetime = NOON,
+    n_enterprises: int = 5,
+    seed: int = 3,
+    store: Store | None = None,
+    network: NetworkConfig | None = None,
 ) -> Plant:
     """Seed ``store`` (default: SQLite in ``tmp_path``) with a simulated park and load a service on it."""
     store = store or SqliteStore(tmp_path / "vpp.sqlite3")
@@ -51,7 +57,7 @@ async def make_plant(
         await store.put_device(device)
     clock = ManualClock(start)
     park = SimulatedPark(spec, start=start, seed=seed)
-    service = PlantService(store, {"simulator": SimulatorAdapter(park, clock)}, clock, settings=SETTINGS)
+    service = PlantService(store, {"simulator": SimulatorAdapter(park, clock)}, clock, settings=SETTINGS, network=network)
     await service.load()
     await service.poll_telemetry()
     return Plant(service=service, store=store, clock=clock, park=park, spec=spec)

@@ -79,6 +79,10 @@ class PlantPort(Protocol):
         """The instruction and its freshest state; raises ``vpp.errors.NotFound``."""
         ...
 
+    async def cancel_instruction(self, instruction_id: str, reason: str) -> DispatchState:
+        """Cancel a pending or active instruction; a finished one keeps its state. Raises ``NotFound``."""
+        ...
+
     def plant(self) -> dict:
         """Live totals: ``net_kw``, ``available_up_kw``, ``available_down_kw``, ``devices_online``, ... [kW]."""
         ...

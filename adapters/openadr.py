@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import math
 import re
 import ssl
@@ -52,7 +53,7 @@ from openleadr.utils import certificate_fingerprint as _openleadr_fingerprint
 from adapters.base import GridLink, PlantPort
 from vpp.clock import Clock
 from vpp.errors import NotFound
-from vpp.model import DispatchInstruction, InstructionKind
+from vpp.model import DispatchInstruction, DispatchStatus, InstructionKind
 
 __all__ = [
     "EventRequest",
@@ -741,11 +742,12 @@ class OpenAdrVen(GridLink):
             return self._decided(_event_key(event), OPT_OUT, f"malformed: {exc}")
         key = (request.event_id, request.modification_number)
         if request.status == enums.EVENT_STATUS.CANCELLED:
-            # PlantService offers no cancellation: instructions already stored run to their end.
-            self._log.warning(
-                "event cancelled by the VTN; its instructions cannot be withdrawn and run to their end", event_id=request.event_id
-            )
-            return self._decided(key, OPT_IN, "cancellation acknowledged (instructions not withdrawn)")
+            try:
+                cancelled = await self._cancel_event(request)
+            except Exception as exc:  # the store is down: the VTN is told, the instructions stay
+                self._log.exception("event cancellation failed", event_id=request.event_id)
+                return self._decided(key, OPT_OUT, f"cancellation failed: {type(exc).__name__}: {exc}")
+            return self._decided(key, OPT_IN, f"cancellation acknowledged ({cancelled} instructions cancelled)")
         if request.unsupported:
             return self._decided(key, OPT_OUT, request.unsupported)
         try:
@@ -780,6 +782,28 @@ class OpenAdrVen(GridLink):
         for instruction in instructions:  # stored before the optIn goes out
             await plant.submit_instruction(instruction)
         return OPT_IN, reason
+
+    async def _cancel_event(self, request: EventRequest) -> int:
+        """Cancel every instruction stored for any modification of the event; returns how many were open.
+
+        Ids are deterministic (:func:`_instruction_id`) and intervals numbered
+        from 0, so each modification's instructions are found by probing until
+        the first missing interval; nothing has to be remembered across restarts.
+        """
+        plant = self._plant
+        assert plant is not None, "start(plant) sets the plant before any client exists"
+        cancelled = 0
+        for modification in range(request.modification_number + 1):
+            for index in itertools.count():
+                instruction_id = _instruction_id(self.settings.instruction_prefix, request.event_id, modification, index)
+                try:
+                    _, before = await plant.instruction_view(instruction_id)
+                except NotFound:
+                    break
+                if before.status in (DispatchStatus.PENDING, DispatchStatus.ACTIVE):
+                    await plant.cancel_instruction(instruction_id, f"OpenADR event {request.event_id} cancelled by the VTN")
+                    cancelled += 1
+        return cancelled
 
     @staticmethod
     async def _any_stored(plant: PlantPort, instructions: Sequence[DispatchInstruction]) -> bool:

@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import structlog
 
-from adapters.base import Adapter, AdapterError
+from adapters.base import Adapter, AdapterError, GridLink
 from market import enterprise_delivered_kwh
 from market.tariff import TouTariff, default_tariff
 from vpp.aggregator import FleetSnapshot, build_snapshot, device_rows, plant_state
@@ -106,9 +106,12 @@ class PlantService:
         metrics: Metrics | None = None,
         settings: ServiceSettings | None = None,
         network: NetworkConfig | None = None,
+        grid_links: Sequence[GridLink] = (),
     ) -> None:
         self.store = store
         self.adapters = dict(adapters)
+        self.grid_links = list(grid_links)
+        """Grid-side protocol endpoints (OpenADR VEN, IEC 104 outstation), started after the loops."""
         self.clock = clock
         self.metrics = metrics or Metrics()
         self.settings = settings or ServiceSettings()
@@ -163,9 +166,16 @@ class PlantService:
             asyncio.create_task(self._telemetry_loop(), name="vpp-telemetry"),
             asyncio.create_task(self._control_loop(), name="vpp-control"),
         ]
+        for link in self.grid_links:
+            await link.start(self)
 
     async def stop(self) -> None:
-        """Stop the loops and close the adapters. Open instructions stay in the store and resume on restart."""
+        """Stop the grid links and loops, close the adapters. Open instructions stay in the store and resume on restart."""
+        for link in self.grid_links:
+            try:
+                await link.stop()
+            except Exception as exc:  # stopping must not keep the others running
+                self.log.warning("grid link stop failed", link=link.name, error=str(exc))
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -240,7 +250,7 @@ class PlantService:
 
     async def poll_telemetry(self) -> int:
         """Read every adapter once, store the samples; returns how many were ingested."""
-        known = {d.id for d in self._devices}
+        adapter_of = {d.id: d.adapter for d in self._devices}
         ingested = 0
         now = self.clock.now()
         meters_due = (
@@ -251,7 +261,8 @@ class PlantService:
             if not await self._ensure_connected(name):
                 continue
             try:
-                samples = [s for s in await adapter.read_telemetry() if s.device_id in known]
+                # Only devices enrolled on this adapter: two adapters over one simulated park must not both report them.
+                samples = [s for s in await adapter.read_telemetry() if adapter_of.get(s.device_id) == name]
                 readings = await adapter.read_meters() if meters_due and hasattr(adapter, "read_meters") else []
             except Exception as exc:
                 self._adapter_failed(name, "read", exc)
@@ -307,7 +318,7 @@ class PlantService:
 
     def _export_malformed(self) -> None:
         """Bring ``vpp_adapter_malformed`` up to each adapter's own count of dropped frames."""
-        for name, adapter in self.adapters.items():
+        for name, adapter in [*self.adapters.items(), *((link.name, link) for link in self.grid_links)]:
             count = getattr(adapter, "malformed_frames", 0)  # duck-typed adapters may not count
             seen = self._malformed_exported.get(name, 0)
             if count > seen:
@@ -393,6 +404,25 @@ class PlantService:
             self.log.info("instruction accepted", instruction_id=instruction.id, kind=str(instruction.kind))
         self.metrics.instructions.labels(kind=str(instruction.kind), result="created" if created else "repeat").inc()
         return stored, created
+
+    async def cancel_instruction(self, instruction_id: str, reason: str) -> DispatchState:
+        """Cancel a pending or active instruction (e.g. the grid cancelled the event); returns its state.
+
+        An active one releases its devices at once. One already finished keeps
+        its final state (cancelling twice, or too late, changes nothing).
+        Raises ``NotFound``.
+        """
+        now = self.clock.now()
+        if self._active is not None and self._active.instruction.id == instruction_id:
+            await self._finish(self._active, DispatchStatus.CANCELLED, reason)
+            return (await self.instruction_view(instruction_id))[1]
+        if instruction_id in self._pending:
+            _, state = self._pending.pop(instruction_id)
+            state = state.model_copy(update={"status": DispatchStatus.CANCELLED, "updated_at": now, "message": reason})
+            await self.store.put_dispatch_state(state)
+            self.log.info("instruction cancelled", instruction_id=instruction_id, reason=reason)
+            return state
+        return (await self.instruction_view(instruction_id))[1]
 
     async def control_step(self) -> None:
         """Activate, execute or finish instructions at the current time."""

@@ -653,7 +653,7 @@ async def test_malformed_events_and_payloads_are_counted_and_survived(plant, vtn
     assert list(await _instructions_of(plant)) == [f"oadr-{good}-m0000-i000"]
 
 
-async def test_a_cancelled_event_is_acknowledged_but_its_instruction_stays(plant, vtn, ven):
+async def test_a_cancelled_event_cancels_its_instructions(plant, vtn, ven):
     ven_id = vtn.registrations[-1].ven_id
     start, end = _window(plant, 1, 1)
     event_id = await vtn.push_event(ven_id, start, end, round(0.2 * _least_up_kw(plant, start, end), 1))
@@ -661,10 +661,9 @@ async def test_a_cancelled_event_is_acknowledged_but_its_instruction_stays(plant
     vtn.cancel_event(ven_id, event_id)
     await _until(lambda: len(vtn.opts_for(event_id)) == 2, "the acknowledgement of the cancellation")
     assert vtn.opts_for(event_id) == ["optIn", "optIn"]
-    assert ven.decisions[-1][:2] == (event_id, 1) and "not withdrawn" in ven.decisions[-1][3]
-    # PlantService has no cancellation; this pins the documented gap (docs/protocols/openadr.md).
+    assert ven.decisions[-1][:2] == (event_id, 1) and "1 instructions cancelled" in ven.decisions[-1][3]
     _, state = (await _instructions_of(plant))[f"oadr-{event_id}-m0000-i000"]
-    assert state.status is DispatchStatus.PENDING
+    assert state.status is DispatchStatus.CANCELLED and "cancelled by the VTN" in state.message
 
 
 async def test_a_vtn_signing_with_an_unexpected_certificate_is_not_trusted(make_ven, vtn, certs):

@@ -236,3 +236,22 @@ async def test_a_device_takes_part_in_at_most_its_events_per_day(plant):
     await plant.run(60)
     again = {sp.device_id for sp in await plant.store.setpoints_for("later") if sp.p_kw is not None}
     assert not (used & again), "no device joins a second event the same day"
+
+
+async def test_cancelling_an_active_instruction_releases_its_devices_and_a_pending_one_never_runs(plant):
+    delta_kw = round(0.4 * _sustained_up_kw(plant.service, 15), 1)
+    await plant.service.submit_instruction(_delta(plant, delta_kw))
+    await plant.service.submit_instruction(_delta(plant, delta_kw, instruction_id="later", offset_s=600))
+    await plant.run(60)
+    state = await plant.service.cancel_instruction("i-1", "grid cancelled the event")
+    assert state.status is DispatchStatus.CANCELLED and state.message == "grid cancelled the event"
+    last_by_device = {sp.device_id: sp.p_kw for sp in await plant.store.setpoints_for("i-1")}
+    assert last_by_device and all(p is None for p in last_by_device.values()), "every device is released at once"
+    pending = await plant.service.cancel_instruction("later", "not needed")
+    assert pending.status is DispatchStatus.CANCELLED
+    await plant.run(11 * 60)
+    assert await plant.store.setpoints_for("later") == [], "a cancelled pending instruction never starts"
+    again = await plant.service.cancel_instruction("i-1", "twice")
+    assert again.message == "grid cancelled the event", "cancelling again changes nothing"
+    _, stored = await plant.store.get_instruction("i-1")
+    assert stored.status is DispatchStatus.CANCELLED

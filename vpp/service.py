@@ -8,7 +8,7 @@
   samples, keep the latest per device;
 * control: every ``control_interval_s`` (or at once when an instruction
   arrives) activate, execute or finish the current instruction; with none
-  active, the batteries follow the day-ahead schedule (``schedule_step``).
+  active, the fleet follows the day-ahead schedule (``schedule_step``).
 
 Tests drive ``poll_telemetry`` and ``control_step`` directly with a manual clock.
 """
@@ -47,7 +47,15 @@ from vpp.model import (
     TelemetrySample,
 )
 from vpp.network import FleetCaps, NetworkConfig, exchange_kw, fleet_caps
-from vpp.scheduling import DEFAULT_EXPORT_PRICE_CNY_PER_KWH, BatteryPlan, horizon_start, plan_batteries
+from vpp.scheduling import (
+    DEFAULT_EXPORT_PRICE_CNY_PER_KWH,
+    DEFAULT_KINDS,
+    FleetPlan,
+    ScheduleInputs,
+    energy_taken_kwh,
+    horizon_start,
+    plan_fleet,
+)
 from vpp.store.base import Store
 
 OPEN_STATUSES = (DispatchStatus.PENDING, DispatchStatus.ACTIVE)
@@ -67,12 +75,16 @@ class ServiceSettings:
     latitude: float = 31.3  # park site, for PV forecasts [deg north]
     longitude: float = 120.6  # [deg east]
     adapter_backoff_max_s: float = 30.0  # longest wait between reconnect attempts [s]
-    # Battery schedule between instructions: re-solved when its first interval started this long ago
+    # Fleet schedule between instructions: re-solved when its first interval started this long ago
     # (900: at every quarter hour), at once after an instruction ends; 0 disables it [s].
     schedule_interval_s: float = 900.0
     schedule_intervals: int = 96  # horizon [quarter hours]
+    schedule_kinds: tuple[str, ...] = DEFAULT_KINDS  # device kinds the schedule steers (vpp.scheduling)
     tariff: TouTariff | None = None  # TOU import tariff of the schedule; None = market.tariff.default_tariff()
     export_price_cny_per_kwh: float = DEFAULT_EXPORT_PRICE_CNY_PER_KWH  # feed-in price of the schedule [CNY/kWh]
+    rebound_fraction: float = 0.3  # curtailed energy an interruptible load takes back in the next hour [unitless]
+    emission_factor_kg_per_kwh: float = 0.0  # grid factor the schedule prices carbon with [kgCO2/kWh]
+    carbon_price_cny_per_t: float = 0.0  # [CNY/tCO2]; 0 leaves carbon out of the schedule
 
 
 @dataclass
@@ -135,8 +147,10 @@ class PlantService:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._tariff = self.settings.tariff or default_tariff()
-        self.last_schedule: BatteryPlan | None = None
-        """The battery schedule being followed (None before the first successful solve)."""
+        self.last_schedule: FleetPlan | None = None
+        """The fleet schedule being followed (None before the first successful solve)."""
+        self._scheduler = None  # HorizonScheduler kept between solves while the fleet keeps its shape
+        self._scheduler_start: datetime | None = None  # first interval of the scheduler's last horizon
         self._schedule_tried_at: datetime | None = None  # last solve attempt, successful or not
         self._schedule_resolve = True  # solve on the next schedule step whatever the age
         self._schedule_sent: dict[str, float] = {}  # device id -> scheduled set-point it holds [kW]
@@ -445,10 +459,10 @@ class PlantService:
         else:
             await self.schedule_step(snapshot, now)
 
-    # -- battery schedule ------------------------------------------------------------
+    # -- fleet schedule ------------------------------------------------------------
 
     async def schedule_step(self, snapshot: FleetSnapshot | None = None, now: datetime | None = None) -> None:
-        """Between instructions: re-solve the battery schedule when due, then send its present set-points.
+        """Between instructions: re-solve the fleet schedule when due, then send its present set-points.
 
         Set-points go out with ``instruction_id=None``. A device an instruction
         holds is not touched here (this runs only when none is active).
@@ -473,24 +487,49 @@ class PlantService:
         s = self.settings
         self._schedule_tried_at, self._schedule_resolve = now, False
         try:
-            plan = await asyncio.to_thread(
-                plan_batteries, list(self._devices), snapshot, self._tariff, s.local_zone, s.latitude, s.longitude,
-                s.schedule_intervals, s.export_price_cny_per_kwh,
+            inputs = await self._schedule_inputs(snapshot, now)
+            plan, scheduler = await asyncio.to_thread(
+                plan_fleet, list(self._devices), snapshot, self._tariff, inputs, self._scheduler, self._scheduler_start,
+                local_zone=s.local_zone, latitude=s.latitude, longitude=s.longitude, intervals=s.schedule_intervals,
+                export_price_cny_per_kwh=s.export_price_cny_per_kwh, kinds=s.schedule_kinds,
+                rebound_fraction=s.rebound_fraction, emission_factor_kg_per_kwh=s.emission_factor_kg_per_kwh,
+                carbon_price_cny_per_t=s.carbon_price_cny_per_t,
             )
         except Exception:
             self.metrics.schedule_solves.labels(result="error").inc()
-            self.log.exception("battery schedule failed")
+            self.log.exception("fleet schedule failed")
             return
+        self._scheduler, self._scheduler_start = scheduler, plan.start if scheduler is not None else None
         if not plan.has_solution:
             self.metrics.schedule_solves.labels(result="no_solution").inc()
-            self.log.warning("battery schedule has no solution", status=plan.status)
+            self.log.warning("fleet schedule has no solution", status=plan.status)
             return
         self.metrics.schedule_solves.labels(result="optimal" if plan.status == "Optimal" else "feasible").inc()
         self.last_schedule = plan
         self.log.info(
-            "battery schedule solved", batteries=len(plan.device_ids), status=plan.status,
-            cost_cny=round(plan.objective_cny, 2), solve_ms=round(plan.solve_time_s * 1000, 1),
+            "fleet schedule solved", devices=plan.scheduled, status=plan.status, cost_cny=round(plan.objective_cny, 2),
+            solve_ms=round(plan.solve_time_s * 1000, 1), reused_model=plan.reused_model, grid_limited=plan.grid_limited,
         )
+
+    async def _schedule_inputs(self, snapshot: FleetSnapshot, now: datetime) -> ScheduleInputs:
+        """Energy shiftable loads took today, events used today, and the park load outside the fleet."""
+        local_now = now.astimezone(self._zone)
+        midnight = local_now.replace(hour=0, minute=0, second=0, microsecond=0)
+        energy: dict[str, float] = {}
+        for device in self._devices:
+            if str(device.kind) == "shiftable_load" and "shiftable_load" in self.settings.schedule_kinds:
+                samples = await self.store.telemetry_history(device.id, midnight, now)
+                ts = np.array([x.ts.timestamp() for x in samples])
+                energy[device.id] = energy_taken_kwh(ts, np.array([x.p_kw for x in samples]))
+        today = local_now.date()
+        events = {d: sum(1 for day, _ in joined if day == today) for d, joined in self._device_events.items()}
+        uncontrolled = None
+        exchange = exchange_kw(self._meters, self._meter_prev, self._meter_last)
+        grid_meter_owners = {m.enterprise_id for m in self._meters if m.purpose == "grid"}
+        if grid_meter_owners and grid_meter_owners <= set(exchange):
+            uncontrolled = sum(exchange.values()) + float(snapshot.p_kw[snapshot.fresh].sum())
+        limit = self.network.connection
+        return ScheduleInputs(energy, events, uncontrolled, limit.import_limit_kw, limit.export_limit_kw)
 
     async def _follow_schedule(self, snapshot: FleetSnapshot, now: datetime) -> None:
         """Send the present interval's set-points that changed; release batteries the plan no longer covers."""
@@ -509,6 +548,8 @@ class PlantService:
             if abs(target - reference) <= deadband:
                 continue
             outgoing.append((snapshot.adapters[i], Setpoint(device_id=device_id, p_kw=target, ts=now)))
+            if held is None and snapshot.kinds[i] == "interruptible_load":
+                self._note_event(device_id, now, f"schedule-{now.isoformat()}")  # a curtailment counts as an event
             self._schedule_sent[device_id] = target
         await self._deliver(outgoing)
 

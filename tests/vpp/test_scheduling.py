@@ -1,4 +1,4 @@
-"""The battery schedule drives the simulated park between instructions."""
+"""The fleet schedule drives the simulated park between instructions."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import pytest
 from adapters.simulator import SimulatorAdapter
 from market.tariff import default_tariff
 from tests.vpp.harness import NOON, SETTINGS, Plant, make_plant
+from vpp.aggregator import build_snapshot
 from vpp.model import Battery, DispatchInstruction, DispatchStatus, Setpoint
-from vpp.scheduling import battery_schedule_problem, horizon_start, plan_batteries, scheduled_batteries
+from vpp.scheduling import ScheduleInputs, energy_taken_kwh, fleet_schedule_problem, horizon_start, plan_fleet
 from vpp.service import PlantService
 
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -60,8 +61,8 @@ def _battery_ids(plant: Plant) -> list[str]:
 async def test_the_problem_holds_the_parks_batteries_with_their_soc(tmp_path, opened):
     plant, _ = await _plant(opened, tmp_path, schedule_interval_s=0)
     devices, snapshot = plant.service.devices, plant.service.snapshot()
-    problem = battery_schedule_problem(devices, snapshot, horizon_start(snapshot.ts), default_tariff())
-    ids = [devices[i].id for i in scheduled_batteries(devices, snapshot)]
+    problem, columns = fleet_schedule_problem(devices, snapshot, horizon_start(snapshot.ts), default_tariff())
+    ids = [devices[i].id for i in columns.battery]
     assert ids and sorted(ids) == sorted(_battery_ids(plant))
     assert problem.intervals == 96 and problem.batteries.size == len(ids)
     by_id = {d.id: d for d in devices}
@@ -70,12 +71,12 @@ async def test_the_problem_holds_the_parks_batteries_with_their_soc(tmp_path, op
     assert (problem.signals.export_price_cny_per_kwh <= problem.signals.import_price_cny_per_kwh).all()
 
 
-async def test_the_demo_sized_park_solves_well_under_a_second(tmp_path, opened):
+async def test_the_demo_sized_park_schedules_every_steerable_kind(tmp_path, opened):
     plant = await make_plant(tmp_path, n_enterprises=20, seed=7)
     opened.append(plant.store)
-    plan = plan_batteries(plant.service.devices, plant.service.snapshot(), default_tariff())
-    assert plan.status == "Optimal" and len(plan.device_ids) >= 5
-    assert plan.solve_time_s < 0.5
+    plan, _ = plan_fleet(plant.service.devices, plant.service.snapshot(), default_tariff())
+    assert plan.status == "Optimal" and plan.scheduled["battery"] >= 5
+    assert plan.scheduled["pv"] >= 5 and plan.scheduled["shiftable_load"] >= 1 and plan.scheduled["interruptible_load"] >= 5
 
 
 async def test_over_a_day_batteries_charge_in_the_valley_and_discharge_at_the_peak(tmp_path, opened):
@@ -94,8 +95,12 @@ async def test_over_a_day_batteries_charge_in_the_valley_and_discharge_at_the_pe
     peak = np.mean([p for h in PEAK_HOURS for p in by_hour[h]])
     assert valley < -10.0, f"batteries should charge in the valley (mean {valley:.1f} kW)"
     assert peak > 10.0, f"batteries should discharge at the peak (mean {peak:.1f} kW)"
-    assert unassigned and {sp.device_id for sp in unassigned} <= set(ids)
-    valley_sent = [sp.p_kw for sp in unassigned if sp.p_kw is not None and sp.ts.astimezone(ZONE).hour in VALLEY_HOURS]
+    steered = {d.id for d in plant.spec.devices if str(d.kind) != "ev_charger"}
+    assert unassigned and {sp.device_id for sp in unassigned} <= steered, "EV chargers are left to their sessions"
+    valley_sent = [
+        sp.p_kw for sp in unassigned
+        if sp.p_kw is not None and sp.device_id in ids and sp.ts.astimezone(ZONE).hour in VALLEY_HOURS
+    ]
     assert valley_sent and all(p <= 1e-6 for p in valley_sent)
     solves = plant.service.metrics.schedule_solves.labels(result="optimal")._value.get()
     assert 90 <= solves <= 100  # one per quarter hour
@@ -137,8 +142,65 @@ async def test_a_failed_solve_is_counted_and_the_service_goes_on(tmp_path, opene
     def broken(*args, **kwargs):
         raise RuntimeError("solver exploded")
 
-    monkeypatch.setattr("vpp.service.plan_batteries", broken)
+    monkeypatch.setattr("vpp.service.plan_fleet", broken)
     await plant.run(60, step_s=60)
     await plant.run(60, step_s=60)
     assert plant.service.metrics.schedule_solves.labels(result="error")._value.get() == 1  # retried next quarter hour
     assert plant.service.last_schedule is None and unassigned == []
+
+
+def test_energy_taken_integrates_only_what_a_load_draws():
+    ts = np.array([0.0, 1800.0, 3600.0, 5400.0])
+    p_kw = np.array([-100.0, -100.0, 0.0, 50.0])  # drawing 100 kW, stopping, then (nonsense for a load) feeding in
+    assert energy_taken_kwh(ts, p_kw) == pytest.approx(50.0 + 25.0 + 0.0)
+    assert energy_taken_kwh(ts[:1], p_kw[:1]) == 0.0
+
+
+async def test_a_re_solve_in_the_kept_model_gives_the_same_optimum_as_a_fresh_build(tmp_path, opened):
+    plant = await make_plant(tmp_path, n_enterprises=20, seed=7)
+    opened.append(plant.store)
+    devices, tariff = plant.service.devices, default_tariff()
+    first, scheduler = plan_fleet(devices, plant.service.snapshot(), tariff)
+    await plant.run(15 * 60, step_s=60)  # the park moves on a quarter hour
+    snapshot = plant.service.snapshot()
+    reused, _ = plan_fleet(devices, snapshot, tariff, scheduler=scheduler, previous_start=first.start)
+    fresh, _ = plan_fleet(devices, snapshot, tariff)
+    assert reused.reused_model and not fresh.reused_model
+    assert reused.start == first.start + timedelta(minutes=15)
+    assert reused.objective_cny == pytest.approx(fresh.objective_cny, rel=1e-6, abs=1e-3)
+
+
+async def test_an_export_limit_makes_the_schedule_curtail_pv_at_noon(tmp_path, opened):
+    plant = await make_plant(tmp_path, n_enterprises=20, seed=7)
+    opened.append(plant.store)
+    # PV and batteries only: the park's loads would otherwise take all the PV at noon.
+    devices = [d for d in plant.service.devices if str(d.kind) in ("pv", "battery")]
+    snapshot = build_snapshot(devices, plant.service._latest, plant.clock.now(), SETTINGS.stale_after_s, ZONE)
+    tariff = default_tariff()
+    pv_ids = {d.id for d in devices if str(d.kind) == "pv"}
+    free, _ = plan_fleet(devices, snapshot, tariff, ScheduleInputs(uncontrolled_kw=0.0))
+    capped, _ = plan_fleet(devices, snapshot, tariff, ScheduleInputs(uncontrolled_kw=0.0, export_limit_kw=0.0))
+    assert capped.grid_limited and not free.grid_limited
+    assert not pv_ids & set(free.setpoints_at(snapshot.ts)), "no reason to curtail without a limit"
+    curtailed = {d: p for d, p in capped.setpoints_at(snapshot.ts).items() if d in pv_ids}
+    assert curtailed, "the park cannot feed back at noon: PV is capped"
+    assert all(p >= -1e-6 for p in curtailed.values())
+
+
+async def test_over_a_day_shiftable_loads_get_their_energy_and_interruptions_keep_their_limits(tmp_path, opened):
+    plant, unassigned = await _plant(opened, tmp_path, start=datetime(2026, 6, 30, 16, 0, tzinfo=timezone.utc))  # 00:00 local
+    await plant.run(24 * 60 * 60, step_s=120)
+    shiftable = [d for d in plant.spec.devices if str(d.kind) == "shiftable_load"]
+    for load in shiftable:
+        # The schedule's plan covers the daily energy; the park then has nothing left to catch up.
+        assert plant.park.shiftable_remaining_kwh(load.id) <= 0.02 * load.energy_per_day_kwh
+    steered = {sp.device_id for sp in unassigned}
+    assert {d.id for d in shiftable} <= steered, "the schedule steers the shiftable loads"
+    for load in (d for d in plant.spec.devices if str(d.kind) == "interruptible_load" and d.id in steered):
+        sent = sorted((sp for sp in unassigned if sp.device_id == load.id), key=lambda sp: sp.ts)
+        starts = [sp for k, sp in enumerate(sent) if sp.p_kw is not None and (k == 0 or sent[k - 1].p_kw is None)]
+        if load.max_events_per_day is not None:
+            assert len(starts) <= load.max_events_per_day, f"{load.id}: {len(starts)} interruptions in a day"
+        for begin in starts:
+            end = next((sp.ts for sp in sent if sp.ts > begin.ts and sp.p_kw is None), plant.clock.now())
+            assert (end - begin.ts) <= timedelta(minutes=load.max_interruption_min or 24 * 60) + timedelta(minutes=2)

@@ -486,7 +486,10 @@ def _interval_start(text: str, line: int) -> datetime:
         raise PriceCsvError(line, _TIME_COLUMN, f"{text!r} is not an ISO 8601 time, e.g. 2026-07-01T08:00:00+08:00") from None
     if value.tzinfo is None or value.utcoffset() is None:
         raise PriceCsvError(line, _TIME_COLUMN, f"{text!r} has no UTC offset; write e.g. {text.strip()}+08:00")
-    value = value.astimezone(UTC)
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+08:00 is before year 1 in UTC
+        raise PriceCsvError(line, _TIME_COLUMN, f"{text!r} is out of the range of dates") from None
     if value.second or value.microsecond or value.minute % _MINUTES_PER_QUARTER:
         raise PriceCsvError(line, _TIME_COLUMN, f"{text!r} is not on a quarter hour (:00, :15, :30, :45)")
     return value

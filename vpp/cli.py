@@ -72,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--role", required=True, choices=[r.value for r in Role])
     create.add_argument("--enterprise", help="enterprise id (required for --role enterprise)")
     create.add_argument("--label", default="", help="free text to recognise the token by")
+    create.add_argument(
+        "--days", type=float, default=None,
+        help="expire the token this many days from now (default: never; revoke it with 'vpp token revoke')",
+    )
+    listing = token_commands.add_parser("list", help="list tokens: hash prefix, label, role, enterprise, dates (never secrets)")
+    _store_args(listing)
+    revoke = token_commands.add_parser("revoke", help="revoke a token; it is refused with 401 from then on")
+    _store_args(revoke)
+    revoke.add_argument("token", help="the token's secret, or at least 8 hex digits of its hash (from 'vpp token list')")
 
     dispatch = commands.add_parser("dispatch", help="send or show dispatch instructions")
     dispatch_commands = dispatch.add_subparsers(dest="dispatch_command", required=True)
@@ -112,12 +121,54 @@ async def _token_create(args: argparse.Namespace) -> int:
     role = Role(args.role)
     if (role is Role.ENTERPRISE) != bool(args.enterprise):
         raise CliError("--enterprise is required with --role enterprise and not allowed with other roles")
+    if args.days is not None and not 0 < args.days <= 3650:
+        raise CliError(f"--days must be more than 0 and at most 3650, got {args.days}")
+    valid_for = None if args.days is None else timedelta(days=args.days)
     store = open_store(args.store, args.data_dir)
     async with store:
         if args.enterprise and await store.get_enterprise(args.enterprise) is None:
             raise CliError(f"enterprise '{args.enterprise}' does not exist in the store")
-        secret = await create_token(store, role, args.enterprise, datetime.now(timezone.utc), args.label)
+        secret = await create_token(store, role, args.enterprise, datetime.now(timezone.utc), args.label, valid_for)
     print(secret)
+    return 0
+
+
+TOKEN_LIST_COLUMNS = ("hash", "label", "role", "enterprise", "created", "expires", "revoked")
+
+
+async def _token_list(args: argparse.Namespace) -> int:
+    """Print every token's hash prefix and metadata; secrets are never stored, so never shown."""
+    from vpp.store import open_store
+
+    now = datetime.now(timezone.utc)
+    async with open_store(args.store, args.data_dir) as store:
+        tokens = await store.list_tokens()
+    rows = [TOKEN_LIST_COLUMNS] + [_token_row(t, now) for t in tokens]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(TOKEN_LIST_COLUMNS))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
+def _token_row(token, now: datetime) -> tuple[str, ...]:
+    def when(ts: datetime | None) -> str:
+        return "-" if ts is None else ts.strftime("%Y-%m-%dT%H:%MZ")
+
+    expires = "never" if token.expires_at is None else when(token.expires_at) + (" (expired)" if now >= token.expires_at else "")
+    revoked = (when(token.revoked_at) if token.revoked_at else "yes") if token.revoked else "no"
+    return (token.token_sha256[:12], token.label or "-", token.role.value, token.enterprise_id or "-",
+            when(token.created_at), expires, revoked)  # fmt: skip
+
+
+async def _token_revoke(args: argparse.Namespace) -> int:
+    from vpp.auth import revoke_token
+    from vpp.store import open_store
+
+    async with open_store(args.store, args.data_dir) as store:
+        record, changed = await revoke_token(store, args.token, datetime.now(timezone.utc))
+    state = "revoked" if changed else "was already revoked"
+    print(f"token {record.token_sha256[:12]} ({record.role.value}{', ' + record.enterprise_id if record.enterprise_id else ''}"
+          f"{', ' + record.label if record.label else ''}) {state}")
     return 0
 
 
@@ -223,7 +274,8 @@ async def _run(args: argparse.Namespace) -> int:
 
         return await serve(args)
     if args.command == "token":
-        return await _token_create(args)
+        commands = {"create": _token_create, "list": _token_list, "revoke": _token_revoke}
+        return await commands[args.token_command](args)
     if args.command == "dispatch" and args.dispatch_command == "send":
         return await _dispatch_send(args)
     if args.command == "dispatch" and args.dispatch_command == "show":

@@ -43,6 +43,10 @@ class Metrics:
             registry=r,
         )
         self.http_requests = Counter("vpp_http_requests", "HTTP requests answered", ["method", "route", "status"], registry=r)
+        self.http_rejected = Counter(
+            "vpp_http_rejected", "HTTP requests refused at the edge (unauthorized, forbidden, body_too_large, rate_limited)",
+            ["reason"], registry=r,
+        )
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

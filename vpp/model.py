@@ -387,7 +387,12 @@ class Role(StrEnum):
 
 
 class ApiToken(_Model):
-    """A bearer token as stored: only the SHA-256 of the secret is kept."""
+    """A bearer token as stored: only the SHA-256 of the secret is kept.
+
+    ``expires_at`` and ``revoked_at`` came after the first stored tokens; a
+    record written without them reads as "never expires" and "not revoked"
+    (with ``revoked`` still honoured), so older stores need no migration.
+    """
 
     token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     role: Role
@@ -395,9 +400,22 @@ class ApiToken(_Model):
     created_at: UtcDatetime
     label: str = Field(default="", max_length=200)
     revoked: bool = False
+    expires_at: UtcDatetime | None = Field(default=None, description="refused from this instant on; None = never")
+    revoked_at: UtcDatetime | None = Field(default=None, description="when it was revoked, if known")
 
     @model_validator(mode="after")
     def _enterprise_bound(self) -> ApiToken:
         if (self.role is Role.ENTERPRISE) != (self.enterprise_id is not None):
             raise ValueError("an enterprise token needs enterprise_id; grid and admin tokens take none")
+        if self.expires_at is not None and self.expires_at <= self.created_at:
+            raise ValueError(f"expires_at {self.expires_at.isoformat()} is not after created_at {self.created_at.isoformat()}")
         return self
+
+    def refusal(self, now: datetime) -> str | None:
+        """Why the token may not be used at ``now`` (revoked, expired), or None when it may [-]."""
+        if self.revoked or self.revoked_at is not None:
+            when = f" at {self.revoked_at.isoformat()}" if self.revoked_at else ""
+            return f"token was revoked{when}"
+        if self.expires_at is not None and now >= self.expires_at:
+            return f"token expired at {self.expires_at.isoformat()}"
+        return None

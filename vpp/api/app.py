@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
 
 from aiohttp import web
 
 from market import response_ratio
 from vpp.api.carbon_routes import ROUTES as CARBON_ROUTES
-from vpp.api.errors import error_middleware
+from vpp.api.errors import MAX_BODY_KEY, RateLimited, error_middleware, error_response, request_id_middleware
+from vpp.api.limits import ApiSettings, RateLimiter
 from vpp.api.openapi import openapi_document
 from vpp.api.routes import SERVICE_KEY, Route, dump, enterprise_in_path, json_body, service_of
 from vpp.api.settlement_routes import ROUTES as SETTLEMENT_ROUTES
-from vpp.auth import Principal, authenticate
-from vpp.errors import InvalidInput
+from vpp.auth import Principal, authenticate, hash_token
+from vpp.dashboard import API_ROUTES as DASHBOARD_API_ROUTES, add_dashboard
+from vpp.errors import InvalidInput, Unauthorized
 from vpp.metrics import CONTENT_TYPE
 from vpp.model import DispatchInstruction, Enterprise, Role, parse_device
 from vpp.service import PlantService
 
-MAX_BODY_BYTES = 256 * 1024
 PROGRESS_POINTS_SHOWN = 720  # last points of requested vs delivered in a dispatch view
 
 # -- handlers ------------------------------------------------------------------
@@ -176,12 +178,12 @@ CORE_ROUTES: tuple[Route, ...] = (
     Route(
         "GET", "/api/v1/plant/envelope", get_envelope, (Role.GRID, Role.ADMIN),
         "Up/down capability per 15-min interval ahead, each interval offered on its own",
-        query=(("hours", "horizon, 0.25 to 48 (default 24)"),),
+        query=(("hours", "horizon, 0.25 to 48 (default 24) [h]", {"type": "number", "minimum": 0.25, "maximum": MAX_ENVELOPE_HOURS}),),
     ),
     Route(
         "POST", "/api/v1/dispatch", post_dispatch, (Role.GRID,),
         "Send an instruction; the same id again returns the same answer (200), different content 409",
-        request_schema="DispatchInstruction", response_schema="DispatchView",
+        request_schema="DispatchInstruction", response_schema="DispatchView", errors=(409,),
     ),
     Route("GET", "/api/v1/dispatch", list_dispatch, (Role.GRID, Role.ADMIN), "All instructions with their state"),
     Route(
@@ -206,20 +208,69 @@ CORE_ROUTES: tuple[Route, ...] = (
 )
 
 
-ROUTES: tuple[Route, ...] = CORE_ROUTES + SETTLEMENT_ROUTES + CARBON_ROUTES
+ROUTES: tuple[Route, ...] = CORE_ROUTES + SETTLEMENT_ROUTES + CARBON_ROUTES + DASHBOARD_API_ROUTES
+
+
+LIMITER_KEY: web.AppKey[RateLimiter] = web.AppKey("rate_limiter", RateLimiter)
+
+_REJECTED_REASONS = {401: "unauthorized", 403: "forbidden", 413: "body_too_large", 429: "rate_limited"}
+
+
+def _wall_now() -> datetime:
+    # Token expiry is a security matter: wall-clock UTC, never the simulated clock of a demo.
+    return datetime.now(timezone.utc)
+
+
+def _bearer_key(request: web.Request) -> str | None:
+    """The rate-limit key of the request's bearer token (its hash), or None without one."""
+    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+    return "token:" + hash_token(secret.strip()) if scheme.lower() == "bearer" and secret.strip() else None
+
+
+def _charge(request: web.Request, key: str) -> None:
+    wait_s = request.app[LIMITER_KEY].take(key)
+    if wait_s > 0:
+        raise RateLimited(wait_s)
 
 
 def _wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """Authenticate and authorise by the route's roles, then call its handler."""
+    """Rate-limit, authenticate and authorise by the route's roles, then call its handler.
+
+    A token's requests are counted against its hash; requests without one, and
+    every failed authentication, against the remote address, so guessing tokens
+    is limited per address too.
+    """
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        principal = None
-        if route.roles is not None:
-            principal = await authenticate(service_of(request).store, request.headers.get("Authorization"))
-            principal.require(*route.roles)
+        address_key = f"addr:{request.remote}"
+        if route.roles is None:
+            _charge(request, address_key)
+            return await route.handler(request, None)
+        token_key = _bearer_key(request)
+        _charge(request, token_key or address_key)
+        try:
+            principal = await authenticate(service_of(request).store, request.headers.get("Authorization"), _wall_now())
+        except Unauthorized:
+            if token_key is not None:
+                _charge(request, address_key)
+            raise
+        principal.require(*route.roles)
         return await route.handler(request, principal)
 
     return handler
+
+
+@web.middleware
+async def _limit_requests(request: web.Request, handler) -> web.StreamResponse:
+    """413 for a declared body over the limit, before reading it.
+
+    A body sent without Content-Length (chunked) is stopped by aiohttp's
+    ``client_max_size`` when read, which the error middleware answers with 413.
+    """
+    limit = request.app[MAX_BODY_KEY]
+    if request.content_length is not None and request.content_length > limit:
+        return error_response(413, f"request body of {request.content_length} bytes is larger than the limit of {limit} bytes")
+    return await handler(request)
 
 
 @web.middleware
@@ -227,14 +278,25 @@ async def _count_requests(request: web.Request, handler) -> web.StreamResponse:
     response = await handler(request)
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
-    service_of(request).metrics.http_requests.labels(method=request.method, route=route, status=str(response.status)).inc()
+    metrics = service_of(request).metrics
+    metrics.http_requests.labels(method=request.method, route=route, status=str(response.status)).inc()
+    reason = _REJECTED_REASONS.get(response.status)
+    if reason is not None:
+        metrics.http_rejected.labels(reason=reason).inc()
     return response
 
 
-def make_app(service: PlantService) -> web.Application:
-    """The aiohttp application serving ``service``."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_count_requests, error_middleware])
+def make_app(service: PlantService, settings: ApiSettings | None = None) -> web.Application:
+    """The aiohttp application serving ``service``; ``settings`` default to ``ApiSettings.from_env()``."""
+    settings = settings or ApiSettings.from_env()
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[request_id_middleware, _count_requests, _limit_requests, error_middleware],
+    )
     app[SERVICE_KEY] = service
+    app[MAX_BODY_KEY] = settings.max_body_bytes
+    app[LIMITER_KEY] = RateLimiter(settings.rate_per_s, settings.burst)
     for route in ROUTES:
         app.router.add_route(route.method, route.path, _wrap(route))
+    add_dashboard(app)  # the pages at / and /dashboard/; their data comes from the routes above
     return app

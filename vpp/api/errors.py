@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
+import uuid
 from collections.abc import Awaitable, Callable
 
 import pydantic
 import structlog
 from aiohttp import web
 
-from vpp.errors import InvalidInput, VppError
+from vpp.api.limits import retry_after_s
+from vpp.errors import InvalidInput, StoreUnavailable, Unauthorized, VppError
 from vpp.model import DeviceKind
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -17,11 +20,26 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _UNION_TAGS = {kind.value for kind in DeviceKind}
 
 
-def error_response(status: int, message: str, fields: list[dict] | None = None) -> web.Response:
+MAX_BODY_KEY: web.AppKey[int] = web.AppKey("max_body_bytes", int)
+
+
+class RateLimited(VppError):
+    """The caller spent its request bucket; ``wait_s`` until the next request is allowed [s]."""
+
+    http_status = 429
+
+    def __init__(self, wait_s: float) -> None:
+        super().__init__(f"too many requests; retry in {retry_after_s(wait_s)} s")
+        self.wait_s = wait_s
+
+
+def error_response(status: int, message: str, fields: list[dict] | None = None, request_id: str | None = None) -> web.Response:
     """The one error body shape of the API."""
     body: dict = {"error": {"status": status, "message": message}}
     if fields:
         body["error"]["fields"] = fields
+    if request_id:
+        body["error"]["request_id"] = request_id
     return web.json_response(body, status=status)
 
 
@@ -54,6 +72,28 @@ def _json_safe(value: object) -> bool:
     return True
 
 
+REQUEST_ID_KEY: web.RequestKey[str] = web.RequestKey("request_id", str)
+REQUEST_ID_HEADER = "X-Request-Id"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
+
+
+def request_id_of(request: web.Request) -> str:
+    """The id of this request (set by ``request_id_middleware``; made up if it did not run)."""
+    if REQUEST_ID_KEY not in request:
+        request[REQUEST_ID_KEY] = uuid.uuid4().hex
+    return request[REQUEST_ID_KEY]
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give every request an id (the caller's ``X-Request-Id`` when well-formed) and echo it in the answer."""
+    offered = request.headers.get(REQUEST_ID_HEADER, "")
+    request[REQUEST_ID_KEY] = offered if _REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
+    response = await handler(request)
+    response.headers[REQUEST_ID_HEADER] = request[REQUEST_ID_KEY]
+    return response
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Map the exception tree to HTTP statuses; log unexpected errors with their trace, answer 500 plainly."""
@@ -62,13 +102,35 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        if isinstance(exc, web.HTTPRequestEntityTooLarge):
+            return error_response(413, f"request body is larger than the limit of {request.app[MAX_BODY_KEY]} bytes")
         return error_response(exc.status, exc.reason)
     except pydantic.ValidationError as exc:
         return error_response(422, "request body is invalid", validation_fields(exc))
     except InvalidInput as exc:
         return error_response(422, "request is invalid", [{"field": exc.field, "message": exc.message}])
+    except Unauthorized as exc:
+        response = error_response(401, str(exc))
+        # RFC 6750: tell the client the token itself is the problem.
+        response.headers["WWW-Authenticate"] = f'Bearer realm="vpp", error="invalid_token", error_description="{_quoted(str(exc))}"'
+        return response
+    except RateLimited as exc:
+        response = error_response(429, str(exc))
+        response.headers["Retry-After"] = str(retry_after_s(exc.wait_s))
+        return response
+    except StoreUnavailable:
+        # The detail names files or hosts: it goes to the log, the caller gets the id to quote.
+        request_id = request_id_of(request)
+        structlog.get_logger("vpp.api").exception("store unavailable", request_id=request_id, method=request.method, path=request.path)
+        return error_response(503, "the store is unavailable; try again later", request_id=request_id)
     except VppError as exc:
         return error_response(exc.http_status, str(exc))
     except Exception:
-        structlog.get_logger("vpp.api").exception("unhandled error", method=request.method, path=request.path)
-        return error_response(500, "internal error; see the service log")
+        request_id = request_id_of(request)
+        structlog.get_logger("vpp.api").exception("unhandled error", request_id=request_id, method=request.method, path=request.path)
+        return error_response(500, "internal error; quote the request id to the operator", request_id=request_id)
+
+
+def _quoted(text: str) -> str:
+    """``text`` safe inside a quoted header parameter (printable ASCII, no quotes or backslashes)."""
+    return "".join(c if 0x20 <= ord(c) < 0x7F and c not in '"\\' else "?" for c in text)

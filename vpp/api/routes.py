@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -29,7 +30,8 @@ class Route:
     summary: str
     request_schema: str | None = None  # component name of the JSON body
     response_schema: str | None = None
-    query: tuple[tuple[str, str], ...] = ()  # (name, description)
+    query: tuple[tuple[str, str] | tuple[str, str, dict], ...] = ()  # (name, description[, JSON schema; default string])
+    errors: tuple[int, ...] = ()  # statuses the handler answers beyond the ones every route of its kind has (404, 409)
 
 
 def service_of(request: web.Request) -> PlantService:
@@ -53,13 +55,24 @@ def dump(model) -> dict:
     return model.model_dump(mode="json")
 
 
+MONTH_PATTERN = r"^(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])$"
+"""A month the service handles: ASCII ``YYYY-MM`` from 1970-01 to 2999-12 (the OpenAPI document says the same)."""
+
+
+def check_month(value: object, field: str) -> str:
+    """``value`` as a month like 2026-07; raises ``InvalidInput`` naming ``field`` otherwise.
+
+    ASCII digits only (``str.isdigit`` takes superscripts ``int`` refuses) and
+    years 1970..2999, so that every month accepted has local bounds in UTC.
+    """
+    if not isinstance(value, str) or not re.fullmatch(MONTH_PATTERN, value):
+        raise InvalidInput(field, f"{value!r} is not a month like 2026-07 (1970-01 to 2999-12)")
+    return value
+
+
 def month_query(request: web.Request) -> str:
     """The ``month=YYYY-MM`` query parameter, checked. Raises ``InvalidInput`` naming it."""
-    raw = request.query.get("month", "")
-    parts = raw.split("-")
-    if len(parts) != 2 or len(parts[0]) != 4 or len(parts[1]) != 2 or not raw.replace("-", "").isdigit() or not 1 <= int(parts[1]) <= 12:
-        raise InvalidInput("month", f"'{raw}' is not a month like 2026-07")
-    return raw
+    return check_month(request.query.get("month", ""), "month")
 
 
 

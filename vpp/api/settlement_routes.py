@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from market import PriceCsvError, load_price_csv_rows
-from vpp.api.routes import Route, csv_response, enterprise_in_path, json_body, service_of
+from vpp.api.routes import Route, csv_response, enterprise_in_path, json_body, month_query, service_of
 from vpp.auth import Principal
 from vpp.errors import InvalidInput, NotFound
 from vpp.model import Role
@@ -34,7 +34,7 @@ def _settlement(request: web.Request) -> SettlementService:
 
 
 def _month(request: web.Request) -> str:
-    return parse_month(request.query.get("month", ""))
+    return parse_month(month_query(request))  # month_query first: parse_month lets 9999-12 and '²⁰²⁶-07' through
 
 
 def _format(request: web.Request) -> str:
@@ -144,6 +144,6 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "POST", "/api/v1/market/prices", post_prices, (Role.GRID, Role.ADMIN),
         "Push spot or day-ahead prices per 15-min interval (JSON list or text/csv), kept in the 'prices' ledger",
-        query=(("source", "spot (default) or day_ahead"),),
+        query=(("source", "spot (default) or day_ahead"),), request_schema="PriceList",
     ),
 )

@@ -201,7 +201,7 @@ def config_from_dict(data: Mapping[str, Any]) -> SettlementConfig:
 
 def _baseline(table: Mapping[str, Any], section: str) -> BaselineMethod:
     method = table.get("method")
-    if method not in _METHODS:
+    if not isinstance(method, str) or method not in _METHODS:  # a list or table is unhashable
         raise SettlementConfigError(f"{section}.method", f"{method!r} is not one of {sorted(_METHODS)}")
     cls = _METHODS[method]
     parameters = {key: value for key, value in table.items() if key != "method"}

@@ -176,6 +176,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def get_token(self, token_sha256: str) -> ApiToken | None: ...
 
+    @abc.abstractmethod
+    async def list_tokens(self) -> list[ApiToken]:
+        """Every token record (revoked and expired ones too), ordered by ``created_at`` then hash."""
+
     # -- health -------------------------------------------------------------------
 
     @abc.abstractmethod

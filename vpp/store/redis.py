@@ -552,6 +552,12 @@ class RedisStore(Store):
         raw = await self._client.hget(self._k.of("tokens"), token_sha256)
         return None if raw is None else _unpack(ApiToken, raw)
 
+    @_unavailable_on_connection_error
+    async def list_tokens(self) -> list[ApiToken]:
+        """Every token record, ordered by ``created_at`` then hash."""
+        raws = await self._client.hvals(self._k.of("tokens"))
+        return sorted((_unpack(ApiToken, raw) for raw in raws), key=lambda t: (t.created_at, t.token_sha256))
+
     # -- ledgers -----------------------------------------------------------------
 
     @_unavailable_on_connection_error

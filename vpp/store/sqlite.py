@@ -18,7 +18,7 @@ import contextlib
 import json
 import pathlib
 import sqlite3
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -104,6 +104,11 @@ def _epoch_us(ts: datetime) -> int:
     if ts.tzinfo is None or ts.utcoffset() is None:
         raise ValueError(f"timestamp {ts.isoformat()} has no timezone; pass an aware UTC datetime")
     return (ts - _EPOCH) // _US
+
+
+def _by_creation(tokens: Iterable[ApiToken]) -> list[ApiToken]:
+    """Tokens ordered by creation time, then hash (a stable order for listings)."""
+    return sorted(tokens, key=lambda t: (t.created_at, t.token_sha256))
 
 
 def _newest_per_device(samples: Sequence[TelemetrySample]) -> list[TelemetrySample]:
@@ -442,6 +447,11 @@ class SqliteStore(Store):
         """The token record with this hash, or None."""
         row = await self._fetch_one("SELECT body FROM tokens WHERE token_sha256 = ?", (token_sha256,))
         return None if row is None else ApiToken.model_validate_json(row[0])
+
+    async def list_tokens(self) -> list[ApiToken]:
+        """Every token record, ordered by ``created_at`` then hash."""
+        rows = await self._fetch("SELECT body FROM tokens")
+        return _by_creation(ApiToken.model_validate_json(row[0]) for row in rows)
 
     # -- health -------------------------------------------------------------------
 

@@ -64,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--seed", type=int, default=7, help="seed of the simulated park (default 7)")
     serve.add_argument("--speed", type=float, default=1.0, help="simulated time per wall second (default 1 = real time)")
     serve.add_argument("--control-interval", type=float, default=2.0, help="seconds between set-point updates (default 2)")
+    serve.add_argument("--network", type=Path, default=None,
+                       help="TOML/JSON file of the grid connection and feeder limits (see vpp/network.py)")
+    serve.add_argument("--protocols", action="store_true",
+                       help="with --demo: run the park over Modbus/SunSpec, OCPP, MQTT and IEC 104 on loopback")
+    serve.add_argument("--mqtt-host", default="127.0.0.1", help="MQTT broker for --protocols (default 127.0.0.1)")
+    serve.add_argument("--mqtt-port", type=int, default=1883, help="MQTT broker port (default 1883)")
+    serve.add_argument("--mqtt-prefix", default="vpp", help="first topic level of the demo's MQTT topics (default vpp)")
+    serve.add_argument("--iec104-port", type=int, default=2404, help="IEC 104 outstation port for --protocols (0: a free one)")
 
     token = commands.add_parser("token", help="manage API tokens")
     token_commands = token.add_subparsers(dest="token_command", required=True)

@@ -9,18 +9,24 @@ import signal
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import web
 
-from adapters.base import Adapter
+from adapters.base import Adapter, GridLink
 from vpp.api.app import make_app
 from vpp.auth import create_token
 from vpp.clock import Clock, RealClock, ScaledClock
 from vpp.model import Role
+from vpp.network import load_network
 from vpp.service import PlantService, ServiceSettings
 from vpp.store import open_store
 from vpp.store.base import Store
+
+if TYPE_CHECKING:
+    from simulators.sim import SimulatedPark
+    from vpp.protocol_demo import ProtocolDemo
 
 
 @dataclass(frozen=True)
@@ -31,8 +37,8 @@ class DemoTokens:
     enterprise_id: str
 
 
-async def seed_demo_park(store: Store, clock: Clock, n_enterprises: int, seed: int) -> dict[str, Adapter]:
-    """Put the simulated park's enterprises, meters and devices in the store; return its adapter."""
+async def seed_demo_park(store: Store, clock: Clock, n_enterprises: int, seed: int) -> tuple[dict[str, Adapter], SimulatedPark]:
+    """Put the simulated park's enterprises, meters and devices in the store; return its adapter and the park."""
     from adapters.simulator import SimulatorAdapter
     from simulators.park import build_park
     from simulators.sim import SimulatedPark
@@ -51,7 +57,7 @@ async def seed_demo_park(store: Store, clock: Clock, n_enterprises: int, seed: i
             await adapter.add_device(device)
     for meter in park.spec.meters:  # a PV added to an enterprise without one brings a generation meter
         await store.put_meter(meter)
-    return {"simulator": adapter}
+    return {"simulator": adapter}, park
 
 
 async def mint_demo_tokens(store: Store, data_dir: Path, enterprise_id: str) -> DemoTokens:
@@ -69,13 +75,17 @@ async def mint_demo_tokens(store: Store, data_dir: Path, enterprise_id: str) -> 
     return tokens
 
 
-def _banner(url: str, tokens: DemoTokens | None, store_url: str) -> str:
+def _banner(url: str, tokens: DemoTokens | None, store_url: str, endpoints: dict[str, str] | None = None) -> str:
     lines = [
         "",
         f"VPP service listening on {url}   (store: {store_url})",
+        f"  dashboard: {url}/",
         f"  health:   {url}/healthz      metrics: {url}/metrics",
         f"  API doc:  {url}/api/v1/openapi.json",
     ]
+    if endpoints:
+        lines += ["", "Protocols (the demo park over real sockets):"]
+        lines += [f"  {name + ':':<9} {where}" for name, where in endpoints.items()]
     if tokens:
         lines += [
             "",
@@ -103,22 +113,41 @@ async def serve(args: argparse.Namespace) -> int:
     await store.open()
     now = datetime.now(timezone.utc)
     clock: Clock = RealClock() if args.speed == 1.0 else ScaledClock(now, args.speed)
+    network = load_network(args.network) if args.network else None  # before anything starts: a bad file stops here
     adapters: dict[str, Adapter] = {}
+    grid_links: list[GridLink] = []
+    protocols: ProtocolDemo | None = None
     tokens = None
     if args.demo:
-        adapters = await seed_demo_park(store, clock, args.enterprises, args.seed)
+        adapters, park = await seed_demo_park(store, clock, args.enterprises, args.seed)
+        if args.protocols:
+            from vpp.protocol_demo import ProtocolSettings, start_protocol_demo
+
+            settings_ = ProtocolSettings(
+                host=args.host, mqtt_host=args.mqtt_host, mqtt_port=args.mqtt_port, mqtt_prefix=args.mqtt_prefix,
+                iec104_port=args.iec104_port,
+            )
+            protocols = await start_protocol_demo(store, park, clock, settings_)
+            adapters.update(protocols.adapters)
+            grid_links = protocols.grid_links
         first = (await store.list_enterprises())[0].id
         tokens = await mint_demo_tokens(store, args.data_dir, first)
     settings = ServiceSettings(control_interval_s=args.control_interval, telemetry_interval_s=1.0)
-    service = PlantService(store, adapters, clock, settings=settings)
+    service = PlantService(store, adapters, clock, settings=settings, network=network, grid_links=grid_links)
     await service.start()
+    if protocols is not None:
+        await protocols.start_peers()
+        for link in grid_links:
+            if hasattr(link, "port"):
+                protocols.endpoints["iec104"] = f"IEC 104 outstation on {args.host}:{link.port}"
     runner = web.AppRunner(make_app(service), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)
     await site.start()
     port = runner.addresses[0][1]
     url = f"http://{args.host}:{port}"
-    print(_banner(url, tokens, args.store or f"sqlite:///{args.data_dir / 'vpp.sqlite3'}"), flush=True)
+    store_url = args.store or f"sqlite:///{args.data_dir / 'vpp.sqlite3'}"
+    print(_banner(url, tokens, store_url, protocols.endpoints if protocols else None), flush=True)
     log.info("serving", url=url, demo=args.demo, devices=len(service.devices))
     try:
         await stop.wait()
@@ -126,5 +155,7 @@ async def serve(args: argparse.Namespace) -> int:
         log.info("shutting down")
         await runner.cleanup()  # stop taking requests first
         await service.stop()
+        if protocols is not None:
+            await protocols.stop()
         await store.close()
     return 0

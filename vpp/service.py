@@ -551,7 +551,8 @@ class PlantService:
             if held is None and snapshot.kinds[i] == "interruptible_load":
                 self._note_event(device_id, now, f"schedule-{now.isoformat()}")  # a curtailment counts as an event
             self._schedule_sent[device_id] = target
-        await self._deliver(outgoing)
+        for device_id in await self._deliver(outgoing):
+            self._schedule_sent.pop(device_id, None)  # not delivered: sent again next step
 
     async def _expire_missed(self, now: datetime) -> None:
         """Instructions whose window passed while they waited (e.g. service down) are closed, not run late."""
@@ -675,12 +676,18 @@ class PlantService:
             if device_id not in execution.joined_at:
                 execution.joined_at[device_id] = now
                 self._note_event(device_id, now, execution.instruction.id)
-        await self._deliver(outgoing)
+        for device_id in await self._deliver(outgoing):
+            execution.sent_kw.pop(device_id, None)  # not delivered: sent again next step
 
-    async def _deliver(self, outgoing: Sequence[tuple[str, Setpoint]]) -> None:
-        """Hand set-points to their adapters (grouped), then log them in the store."""
+    async def _deliver(self, outgoing: Sequence[tuple[str, Setpoint]]) -> set[str]:
+        """Hand set-points to their adapters (grouped), then log them in the store.
+
+        Returns the ids of devices whose adapter failed to take them: the
+        callers forget those as held, so the next step sends them again.
+        """
         if not outgoing:
-            return
+            return set()
+        undelivered: set[str] = set()
         by_adapter: dict[str, list[Setpoint]] = {}
         for adapter_name, setpoint in outgoing:
             by_adapter.setdefault(adapter_name, []).append(setpoint)
@@ -688,14 +695,17 @@ class PlantService:
             adapter = self.adapters.get(adapter_name)
             if adapter is None:
                 self.metrics.adapter_errors.labels(adapter=adapter_name, operation="missing").inc()
+                undelivered.update(sp.device_id for sp in setpoints)
                 continue
             try:
                 await adapter.write_setpoints(setpoints)
             except Exception as exc:
                 self._adapter_failed(adapter_name, "write", exc)
+                undelivered.update(sp.device_id for sp in setpoints)
                 continue
             self.metrics.setpoints_sent.labels(adapter=adapter_name).inc(len(setpoints))
         await self.store.append_setpoints([sp for _, sp in outgoing])
+        return undelivered
 
     async def _finish(self, execution: _Execution, status: DispatchStatus, message: str) -> None:
         """Release every device the instruction holds and write its final state."""

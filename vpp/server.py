@@ -108,12 +108,12 @@ async def serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)  # first: a signal during start-up still shuts down cleanly
+    network = load_network(args.network) if args.network else None  # before anything starts: a bad file stops here
     args.data_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(args.store, args.data_dir)
     await store.open()
     now = datetime.now(timezone.utc)
     clock: Clock = RealClock() if args.speed == 1.0 else ScaledClock(now, args.speed)
-    network = load_network(args.network) if args.network else None  # before anything starts: a bad file stops here
     adapters: dict[str, Adapter] = {}
     grid_links: list[GridLink] = []
     protocols: ProtocolDemo | None = None

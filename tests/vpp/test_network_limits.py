@@ -188,3 +188,30 @@ async def test_the_connection_export_limit_shows_as_shortfall(tmp_path):
     assert state.shortfall_kw > 0.5 * (up_kw - allowed_kw)
     assert state.delivered_kw + state.shortfall_kw == pytest.approx(up_kw, rel=0.05)
     await plant.store.close()
+
+
+def test_the_example_network_of_the_demo_park_is_valid():
+    from pathlib import Path
+
+    from simulators.park import build_park
+
+    network = load_network(Path(__file__).resolve().parents[2] / "docs" / "examples" / "network.toml")
+    demo_enterprises = {e.id for e in build_park(seed=7, n_enterprises=20).enterprises}
+    assert {e for f in network.feeders for e in f.enterprise_ids} <= demo_enterprises
+    assert network.limited
+
+
+def test_serve_refuses_a_bad_network_file_before_starting(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "network.toml"
+    bad.write_text('[connection]\nexport_limit_kw = "lots"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "vpp.cli", "serve", "--demo", "--port", "0", "--network", str(bad),
+         "--data-dir", str(tmp_path / "data")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2
+    assert "network.connection.export_limit_kw" in done.stderr
+    assert not (tmp_path / "data").exists(), "nothing was started or written"

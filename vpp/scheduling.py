@@ -71,6 +71,7 @@ from vpp.envelope import pv_expected_kw
 from vpp.model import PV, Battery, Device, InterruptibleLoad, ShiftableLoad
 
 __all__ = [
+    "BlockOffer",
     "DEFAULT_EXPORT_PRICE_CNY_PER_KWH",
     "DEFAULT_KINDS",
     "INTERVAL",
@@ -79,6 +80,7 @@ __all__ = [
     "ScheduleInputs",
     "energy_taken_kwh",
     "fleet_schedule_problem",
+    "block_offer",
     "horizon_start",
     "plan_fleet",
     "plan_setpoints",
@@ -447,3 +449,57 @@ def _solve(
             pass  # the fleet changed shape: build anew
     scheduler = HorizonScheduler(problem, options)
     return scheduler.solve(), scheduler, False
+
+
+@dataclass(frozen=True)
+class BlockOffer:
+    """The most power the fleet can hold, equal in every quarter hour of a window, from its schedule."""
+
+    direction: str
+    """"up": raise fleet power (reduce park load); "down": lower it."""
+    start: datetime
+    """First quarter hour covered."""
+    end: datetime
+    """End of the last quarter hour covered."""
+    offered_kw: float
+    """Power held in every interval of the window, on top of the cost-optimal schedule [kW]."""
+    extra_cost_cny: float
+    """What delivering it costs above the cost-optimal schedule [CNY]."""
+    status: str
+
+
+def block_offer(
+    scheduler: HorizonScheduler, horizon_start_at: datetime, start: datetime, end: datetime, direction: str
+) -> BlockOffer:
+    """Flexibility mode of the schedule: the block the fleet can offer from ``start`` to ``end`` (CPU-bound).
+
+    The quarter hours of the scheduler's horizon (first one starting at
+    ``horizon_start_at``) that overlap ``[start, end)`` must hold the same
+    power ``f`` above (``up``) or below (``down``) the cost-optimal net grid
+    exchange; ``f`` is maximised within every schedule constraint, then the
+    cost of delivering it minimised (``dispatch.schedule.maximise_flexibility``).
+    Raises ValueError naming ``start``, ``end`` or ``direction``.
+    """
+    if direction not in ("up", "down"):
+        raise ValueError(f"direction: '{direction}' is not 'up' or 'down'")
+    if end <= start:
+        raise ValueError(f"end: {end.isoformat()} is not after start {start.isoformat()}")
+    T = scheduler.problem.intervals
+    starts = np.array([(horizon_start_at + k * INTERVAL).timestamp() for k in range(T)])
+    mask = (starts < end.timestamp()) & (starts + INTERVAL.total_seconds() > start.timestamp())
+    horizon_end = horizon_start_at + T * INTERVAL
+    if not mask.any() or start < horizon_start_at or end > horizon_end:
+        raise ValueError(
+            f"start: the window {start.isoformat()} to {end.isoformat()} must lie within the schedule's horizon "
+            f"{horizon_start_at.isoformat()} to {horizon_end.isoformat()}"
+        )
+    offer = scheduler.maximise_flexibility(mask, direction, shape="block")  # type: ignore[arg-type]
+    chosen = np.flatnonzero(mask)
+    return BlockOffer(
+        direction=direction,
+        start=horizon_start_at + int(chosen[0]) * INTERVAL,
+        end=horizon_start_at + (int(chosen[-1]) + 1) * INTERVAL,
+        offered_kw=round(float(offer.offered_kw[chosen].min()), 3),
+        extra_cost_cny=round(float(offer.extra_cost_cny), 2),
+        status=offer.status,
+    )

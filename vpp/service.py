@@ -32,7 +32,7 @@ from market.tariff import TouTariff, default_tariff
 from vpp.aggregator import FleetSnapshot, build_snapshot, device_rows, plant_state
 from vpp.clock import Clock
 from vpp.envelope import plant_envelope
-from vpp.errors import InvalidInput, NotFound
+from vpp.errors import Conflict, InvalidInput, NotFound
 from vpp.execution import StepPlan, allowed_devices, baseline_array, plan_step
 from vpp.metrics import Metrics
 from vpp.model import (
@@ -49,6 +49,8 @@ from vpp.model import (
 from vpp.network import FleetCaps, NetworkConfig, exchange_kw, fleet_caps
 from vpp.scheduling import (
     DEFAULT_EXPORT_PRICE_CNY_PER_KWH,
+    BlockOffer,
+    block_offer,
     DEFAULT_KINDS,
     FleetPlan,
     ScheduleInputs,
@@ -151,6 +153,7 @@ class PlantService:
         """The fleet schedule being followed (None before the first successful solve)."""
         self._scheduler = None  # HorizonScheduler kept between solves while the fleet keeps its shape
         self._scheduler_start: datetime | None = None  # first interval of the scheduler's last horizon
+        self._scheduler_lock = asyncio.Lock()  # one worker thread at a time uses the kept HiGHS model
         self._schedule_tried_at: datetime | None = None  # last solve attempt, successful or not
         self._schedule_resolve = True  # solve on the next schedule step whatever the age
         self._schedule_sent: dict[str, float] = {}  # device id -> scheduled set-point it holds [kW]
@@ -386,6 +389,21 @@ class PlantService:
         s = self.settings
         return plant_envelope(self._devices, self.snapshot(), hours, self._zone, s.latitude, s.longitude)
 
+    async def flexibility(self, start: datetime, end: datetime, direction: str) -> BlockOffer:
+        """The block the fleet can hold from ``start`` to ``end`` on top of its schedule (see ``block_offer``).
+
+        Raises ``Conflict`` before the first schedule is solved, ``InvalidInput`` for a bad window or direction.
+        """
+        async with self._scheduler_lock:
+            scheduler, horizon = self._scheduler, self._scheduler_start
+            if scheduler is None or horizon is None:
+                raise Conflict("no fleet schedule is solved yet; ask again in a few seconds")
+            try:
+                return await asyncio.to_thread(block_offer, scheduler, horizon, start, end, direction)
+            except ValueError as exc:
+                field, _, message = str(exc).partition(": ")
+                raise InvalidInput(field, message) from None
+
     def plant_devices(self) -> list[dict]:
         """Live state of every device (JSON-ready)."""
         return device_rows(self.snapshot())
@@ -488,18 +506,20 @@ class PlantService:
         self._schedule_tried_at, self._schedule_resolve = now, False
         try:
             inputs = await self._schedule_inputs(snapshot, now)
-            plan, scheduler = await asyncio.to_thread(
-                plan_fleet, list(self._devices), snapshot, self._tariff, inputs, self._scheduler, self._scheduler_start,
-                local_zone=s.local_zone, latitude=s.latitude, longitude=s.longitude, intervals=s.schedule_intervals,
-                export_price_cny_per_kwh=s.export_price_cny_per_kwh, kinds=s.schedule_kinds,
-                rebound_fraction=s.rebound_fraction, emission_factor_kg_per_kwh=s.emission_factor_kg_per_kwh,
-                carbon_price_cny_per_t=s.carbon_price_cny_per_t,
-            )
+            async with self._scheduler_lock:
+                plan, scheduler = await asyncio.to_thread(
+                    plan_fleet, list(self._devices), snapshot, self._tariff, inputs, self._scheduler, self._scheduler_start,
+                    local_zone=s.local_zone, latitude=s.latitude, longitude=s.longitude, intervals=s.schedule_intervals,
+                    export_price_cny_per_kwh=s.export_price_cny_per_kwh, kinds=s.schedule_kinds,
+                    rebound_fraction=s.rebound_fraction, emission_factor_kg_per_kwh=s.emission_factor_kg_per_kwh,
+                    carbon_price_cny_per_t=s.carbon_price_cny_per_t,
+                )
+                self._scheduler, self._scheduler_start = scheduler, plan.start if scheduler is not None else None
         except Exception:
+            self._scheduler = self._scheduler_start = None  # a failed step may have left the kept model half-updated
             self.metrics.schedule_solves.labels(result="error").inc()
             self.log.exception("fleet schedule failed")
             return
-        self._scheduler, self._scheduler_start = scheduler, plan.start if scheduler is not None else None
         if not plan.has_solution:
             self.metrics.schedule_solves.labels(result="no_solution").inc()
             self.log.warning("fleet schedule has no solution", status=plan.status)

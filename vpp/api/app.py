@@ -63,6 +63,28 @@ async def get_envelope(request: web.Request, _: Principal | None) -> web.Respons
     return web.json_response({"interval_min": 15, "intervals": service_of(request).envelope(hours)})
 
 
+def _query_time(request: web.Request, name: str) -> datetime:
+    raw = request.query.get(name)
+    if raw is None:
+        raise InvalidInput(name, "is required (ISO 8601 with a time zone)")
+    try:
+        when = datetime.fromisoformat(raw)
+    except ValueError:
+        raise InvalidInput(name, f"'{raw}' is not an ISO 8601 time") from None
+    if when.tzinfo is None:
+        raise InvalidInput(name, f"'{raw}' has no time zone")
+    return when.astimezone(timezone.utc)
+
+
+async def get_flexibility(request: web.Request, _: Principal | None) -> web.Response:
+    direction = request.query.get("direction", "up")
+    offer = await service_of(request).flexibility(_query_time(request, "start"), _query_time(request, "end"), direction)
+    return web.json_response(
+        {"direction": offer.direction, "start": offer.start.isoformat(), "end": offer.end.isoformat(),
+         "offered_kw": offer.offered_kw, "extra_cost_cny": offer.extra_cost_cny, "status": offer.status}
+    )
+
+
 async def post_dispatch(request: web.Request, _: Principal | None) -> web.Response:
     payload = await json_body(request)
     if not isinstance(payload, dict):
@@ -179,6 +201,17 @@ CORE_ROUTES: tuple[Route, ...] = (
         "GET", "/api/v1/plant/envelope", get_envelope, (Role.GRID, Role.ADMIN),
         "Up/down capability per 15-min interval ahead, each interval offered on its own",
         query=(("hours", "horizon, 0.25 to 48 (default 24) [h]", {"type": "number", "minimum": 0.25, "maximum": MAX_ENVELOPE_HOURS}),),
+    ),
+    Route(
+        "GET", "/api/v1/plant/flexibility", get_flexibility, (Role.GRID, Role.ADMIN),
+        "The most power the fleet can hold in every quarter hour from start to end on top of its schedule,"
+        " and what it costs (409 before the first schedule is solved)",
+        query=(
+            ("start", "window start, ISO 8601 with zone", {"type": "string", "format": "date-time"}),
+            ("end", "window end, ISO 8601 with zone", {"type": "string", "format": "date-time"}),
+            ("direction", "up (raise fleet power, reduce park load) or down", {"type": "string", "enum": ["up", "down"]}),
+        ),
+        errors=(409,),
     ),
     Route(
         "POST", "/api/v1/dispatch", post_dispatch, (Role.GRID,),

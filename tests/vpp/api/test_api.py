@@ -180,3 +180,29 @@ async def test_the_envelope_covers_the_horizon_in_quarter_hours(api):
     assert body["intervals"][0]["down_kw"] > body["intervals"][-1]["down_kw"]
     bad = await client.get("/api/v1/plant/envelope?hours=500", headers=_auth(tokens["grid"]))
     assert bad.status == 422 and (await bad.json())["error"]["fields"][0]["field"] == "hours"
+
+
+async def test_the_flexibility_offer_is_a_block_the_fleet_then_delivers(api):
+    client, tokens, plant, _ = api
+    now = plant.clock.now()
+    window = {"start": (now + timedelta(hours=1)).isoformat(), "end": (now + timedelta(hours=2)).isoformat()}
+    before = await client.get("/api/v1/plant/flexibility", params={**window, "direction": "up"}, headers=_auth(tokens["grid"]))
+    assert before.status == 409 and "no fleet schedule" in (await before.json())["error"]["message"]
+    await plant.run(2)  # the first control step solves the schedule
+    up = await client.get("/api/v1/plant/flexibility", params={**window, "direction": "up"}, headers=_auth(tokens["grid"]))
+    body = await up.json()
+    assert up.status == 200, body
+    assert body["offered_kw"] > 50.0 and body["extra_cost_cny"] >= 0.0
+    assert body["start"] <= window["start"] and body["end"] >= window["end"]
+    # Measured from the schedule, not from idle: batteries planned to charge then can also stop charging, so the
+    # block may exceed the envelope's weakest interval by at most the batteries' rating, and is of its order.
+    envelope = (await (await client.get("/api/v1/plant/envelope?hours=3", headers=_auth(tokens["grid"]))).json())["intervals"]
+    inside = [row["up_kw"] for row in envelope if window["start"] <= row["start"] < window["end"]]
+    battery_kw = sum(d.rated_kw for d in plant.spec.devices if str(d.kind) == "battery")
+    assert 0.5 * min(inside) <= body["offered_kw"] <= min(inside) + battery_kw
+    bad = await client.get("/api/v1/plant/flexibility", params={**window, "direction": "sideways"}, headers=_auth(tokens["grid"]))
+    assert bad.status == 422 and (await bad.json())["error"]["fields"][0]["field"] == "direction"
+    late = {"start": (now + timedelta(days=3)).isoformat(), "end": (now + timedelta(days=3, hours=1)).isoformat()}
+    outside = await client.get("/api/v1/plant/flexibility", params=late, headers=_auth(tokens["grid"]))
+    assert outside.status == 422
+    assert (await client.get("/api/v1/plant/flexibility", params=window, headers=_auth(tokens["e1"]))).status == 403

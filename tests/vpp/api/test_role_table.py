@@ -48,6 +48,10 @@ def examples(plant, callers: Callers) -> dict[tuple[str, str], Example]:
         ("GET", "/api/v1/openapi.json"): Example(ok),
         ("GET", "/api/v1/plant"): Example(ok, {"devices": "true"}),
         ("GET", "/api/v1/plant/envelope"): Example(ok, {"hours": "2"}),
+        ("GET", "/api/v1/plant/flexibility"): Example(
+            frozenset({200, 409}),  # 409 until the first schedule is solved
+            {"start": start.isoformat(), "end": (start + timedelta(hours=1)).isoformat(), "direction": "up"},
+        ),
         ("POST", "/api/v1/dispatch"): Example(created_or_ok, body=instruction),
         ("GET", "/api/v1/dispatch"): Example(ok),
         ("GET", "/api/v1/dispatch/{instruction_id}"): Example(ok),

@@ -39,7 +39,10 @@ grid import/export limits are not applied (they would be meaningless).
 
 Prices: TOU import price of ``market.tariff.tou_price`` at each interval
 start; a flat export price (:data:`DEFAULT_EXPORT_PRICE_CNY_PER_KWH`) capped
-at the import price; optional grid emission factor with a carbon price.
+at the import price; the spot / day-ahead prices pushed to the service
+(``POST /api/v1/market/prices``, latest per interval) settling the net
+position on top; a grid emission factor with a carbon price (one factor for
+the horizon, from the settings).
 """
 
 from __future__ import annotations
@@ -117,6 +120,8 @@ class ScheduleInputs:
     """Park grid connection, most drawn [kW]; None = none."""
     export_limit_kw: float | None = None
     """Most fed back [kW]; None = none."""
+    market_price_cny_per_mwh: Mapping[int, float] = field(default_factory=dict)
+    """Spot / day-ahead price by interval start (epoch seconds) [CNY/MWh]; intervals without one get 0."""
 
 
 @dataclass(frozen=True)
@@ -302,6 +307,9 @@ def fleet_schedule_problem(
         signals=Signals(
             import_price_cny_per_kwh=import_price,
             export_price_cny_per_kwh=np.minimum(export_price_cny_per_kwh, import_price),
+            market_price_cny_per_mwh=np.array(
+                [inputs.market_price_cny_per_mwh.get(int(s.timestamp()), 0.0) for s in starts], dtype=float
+            ),
             emission_factor_kg_per_kwh=emission_factor_kg_per_kwh,
             carbon_price_cny_per_t=carbon_price_cny_per_t,
         ),

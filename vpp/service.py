@@ -58,6 +58,7 @@ from vpp.scheduling import (
     horizon_start,
     plan_fleet,
 )
+from vpp.settlement.service import PRICES_LEDGER
 from vpp.store.base import Store
 
 OPEN_STATUSES = (DispatchStatus.PENDING, DispatchStatus.ACTIVE)
@@ -153,6 +154,8 @@ class PlantService:
         """The fleet schedule being followed (None before the first successful solve)."""
         self._scheduler = None  # HorizonScheduler kept between solves while the fleet keeps its shape
         self._scheduler_start: datetime | None = None  # first interval of the scheduler's last horizon
+        self._prices: dict[int, float] = {}  # interval start [epoch s] -> pushed market price [CNY/MWh]
+        self._prices_next_seq = 0  # first prices-ledger record not read yet
         self._scheduler_lock = asyncio.Lock()  # one worker thread at a time uses the kept HiGHS model
         self._schedule_tried_at: datetime | None = None  # last solve attempt, successful or not
         self._schedule_resolve = True  # solve on the next schedule step whatever the age
@@ -549,7 +552,17 @@ class PlantService:
         if grid_meter_owners and grid_meter_owners <= set(exchange):
             uncontrolled = sum(exchange.values()) + float(snapshot.p_kw[snapshot.fresh].sum())
         limit = self.network.connection
-        return ScheduleInputs(energy, events, uncontrolled, limit.import_limit_kw, limit.export_limit_kw)
+        return ScheduleInputs(
+            energy, events, uncontrolled, limit.import_limit_kw, limit.export_limit_kw, await self._market_prices()
+        )
+
+    async def _market_prices(self) -> dict[int, float]:
+        """Latest pushed spot / day-ahead price per interval start [CNY/MWh], reading only new ledger records."""
+        for record in await self.store.ledger_records(PRICES_LEDGER, start_seq=self._prices_next_seq):
+            for start, price in record["payload"].get("intervals", []):
+                self._prices[int(datetime.fromisoformat(start).timestamp())] = float(price)
+            self._prices_next_seq = int(record["seq"]) + 1
+        return self._prices
 
     async def _follow_schedule(self, snapshot: FleetSnapshot, now: datetime) -> None:
         """Send the present interval's set-points that changed; release batteries the plan no longer covers."""

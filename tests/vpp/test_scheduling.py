@@ -204,3 +204,23 @@ async def test_over_a_day_shiftable_loads_get_their_energy_and_interruptions_kee
         for begin in starts:
             end = next((sp.ts for sp in sent if sp.ts > begin.ts and sp.p_kw is None), plant.clock.now())
             assert (end - begin.ts) <= timedelta(minutes=load.max_interruption_min or 24 * 60) + timedelta(minutes=2)
+
+
+async def test_pushed_market_prices_reach_the_schedule(tmp_path, opened):
+    from market.tariff import PriceSeries
+    from vpp.settlement.service import SettlementService
+
+    plant, _ = await _plant(opened, tmp_path)
+    start = horizon_start(plant.clock.now())
+    starts = np.array([np.datetime64(int((start + timedelta(minutes=15 * k)).timestamp()), "s") for k in range(8)])
+    prices = np.array([1000.0, 2000.0, 3000.0, 4000.0, 0.0, 0.0, 0.0, 0.0])
+    await SettlementService(plant.store).push_prices(PriceSeries(starts, prices), "spot", "test")
+    inputs = await plant.service._schedule_inputs(plant.service.snapshot(), plant.clock.now())
+    devices, snapshot = plant.service.devices, plant.service.snapshot()
+    problem, _ = fleet_schedule_problem(devices, snapshot, start, default_tariff(), inputs)
+    np.testing.assert_allclose(problem.signals.market_price_cny_per_mwh[:8], prices)
+    assert (problem.signals.market_price_cny_per_mwh[8:] == 0).all()
+    # A second push for the same intervals wins; only the new ledger record is read.
+    await SettlementService(plant.store).push_prices(PriceSeries(starts[:1], np.array([5.0])), "spot", "test")
+    again = await plant.service._schedule_inputs(snapshot, plant.clock.now())
+    assert again.market_price_cny_per_mwh[int(start.timestamp())] == 5.0

@@ -8,7 +8,8 @@ the parsed arguments returning the exit code) with ``set_defaults``.
   progress on stderr, a summary table per enterprise on stdout.
 * ``vpp carbon export --month 2026-07 [--format csv|json] [--enterprise ID]``:
   the recorded (latest, corrected) figures.
-* ``vpp carbon certificates issue|retire|list``: the certificate registry.
+* ``vpp carbon certificates issue|transfer|retire|list``: the certificate registry
+  (``transfer --enterprise FROM --to TO --id ID...``).
 """
 
 from __future__ import annotations
@@ -45,13 +46,14 @@ def add_commands(commands, store_args: ArgsAdder, client_args: ArgsAdder) -> Non
     export.add_argument("--format", choices=("csv", "json"), default="csv")
     export.add_argument("--enterprise", help="one enterprise (default: the park, every enterprise)")
     export.set_defaults(run=_export)
-    certificates = sub.add_parser("certificates", help="issue, retire or list certificates")
+    certificates = sub.add_parser("certificates", help="issue, transfer, retire or list certificates")
     store_args(certificates)
-    certificates.add_argument("action", choices=("issue", "retire", "list"))
+    certificates.add_argument("action", choices=("issue", "transfer", "retire", "list"))
     certificates.add_argument("--enterprise", required=True, help="owner / consumer enterprise id")
     certificates.add_argument("--month", help="local month of the generation or consumption, e.g. 2026-07")
     certificates.add_argument("--kind", choices=("granular", "gec"), default="granular")
-    certificates.add_argument("--id", action="append", default=[], help="certificate id to retire (repeatable)")
+    certificates.add_argument("--id", action="append", default=[], help="certificate id to transfer or retire (repeatable)")
+    certificates.add_argument("--to", help="enterprise receiving a transfer")
     certificates.set_defaults(run=_certificates)
 
 
@@ -134,7 +136,7 @@ async def _export(args: argparse.Namespace) -> int:
 async def _certificates(args: argparse.Namespace) -> int:
     from vpp.carbon.certificates import CertificateError
 
-    if args.action != "list" and not args.month:
+    if args.action in ("issue", "retire") and not args.month:
         raise ValueError(f"--month is required to {args.action} certificates")
     try:
         await _certificate_action(args)
@@ -151,6 +153,13 @@ async def _certificate_action(args: argparse.Namespace) -> None:
         if args.action == "issue":
             ids = await registry_ledger.issue(store, args.enterprise, args.month, args.kind)
             print(f"issued {len(ids)} certificates")
+        elif args.action == "transfer":
+            if not args.id or not args.to:
+                raise ValueError("--id and --to are required to transfer certificates")
+            if await store.get_enterprise(args.to) is None:
+                raise ValueError(f"--to {args.to!r} is not an enterprise of the park")
+            await registry_ledger.transfer(store, args.id, args.enterprise, args.to)
+            print(f"transferred {len(args.id)} certificates from {args.enterprise} to {args.to}")
         elif args.action == "retire":
             if not args.id:
                 raise ValueError("--id is required to retire certificates")

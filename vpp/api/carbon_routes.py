@@ -3,6 +3,14 @@
 Views are read from the ``carbon`` ledger as last recorded by
 ``vpp carbon run --month …`` (the latest, corrected records); a month never
 run answers 404 saying so. ``?format=csv`` exports the same figures as CSV.
+
+Certificates: an enterprise (or the admin on its behalf) lists, transfers
+and retires the certificates it owns. A certificate id the enterprise does
+not own gets the same 422 whether it exists or not, so an enterprise
+learns nothing about other enterprises' certificates. A rule broken by the
+certificate's state (already retired, a GEC already sold or not tradable,
+a concurrent operation that won the race) is a 409; every error names the
+field (``certificate_ids[i]``, ``to_enterprise_id``, ``month``).
 """
 
 from __future__ import annotations
@@ -14,11 +22,19 @@ from typing import Any
 
 from aiohttp import web
 
-from vpp.api.routes import Route, csv_response, enterprise_in_path, json_body, month_query, service_of
+from vpp.api.errors import error_response
+from vpp.api.routes import (
+    Route,
+    check_month,
+    csv_response,
+    enterprise_in_path,
+    json_body,
+    month_query,
+    service_of,
+)
 from vpp.auth import Principal
 from vpp.carbon import registry_ledger
-from vpp.carbon.certificates import CertificateError, UnknownCertificateError
-from vpp.carbon.inputs import month_period
+from vpp.carbon.certificates import CertificateError, Registry
 from vpp.carbon.ledger import MONTH, latest_view
 from vpp.errors import Conflict, InvalidInput, NotFound
 from vpp.model import Role
@@ -111,27 +127,57 @@ async def get_park_carbon(request: web.Request, _: Principal | None) -> web.Resp
 # ------------------------------------------------------------ certificates ----
 
 
-async def _certificate_call(coroutine):
-    """Await a registry operation, turning its rule errors into 404/409/422 naming the certificate or field."""
+def _ids_field(payload: dict[str, Any]) -> list[str]:
+    ids = payload.get("certificate_ids")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+        raise InvalidInput("certificate_ids", "must be a non-empty list of certificate ids")
+    for i, cid in enumerate(ids):
+        if cid in ids[:i]:
+            raise InvalidInput(f"certificate_ids[{i}]", f"'{cid}' is listed twice")
+    return ids
+
+
+def _require_owned(registry: Registry, ids: list[str], owner: str) -> None:
+    """422 naming the first id ``owner`` does not own; unknown and foreign ids answer alike."""
+    owned = {c.certificate_id for c in registry.certificates if c.owner_id == owner}
+    for i, cid in enumerate(ids):
+        if cid not in owned:
+            raise InvalidInput(f"certificate_ids[{i}]", f"'{cid}' is not a certificate owned by '{owner}'")
+
+
+async def _certificate_call(coroutine, ids: list[str] | None = None):
+    """Await a registry operation; a broken rule becomes a 409 naming the certificate's field, bad input a 422."""
     try:
         return await coroutine
-    except UnknownCertificateError as exc:
-        raise NotFound(str(exc)) from None
     except CertificateError as exc:
-        raise Conflict(str(exc)) from None
+        index = ids.index(exc.certificate_id) if ids and exc.certificate_id in ids else None
+        field = "certificate_ids" if index is None else f"certificate_ids[{index}]"
+        raise _RuleBroken(field, str(exc)) from None
     except ValueError as exc:
         raise InvalidInput("body", str(exc)) from None
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
+class _RuleBroken(Conflict):
+    """A certificate rule broken by the request, with the field it concerns."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
+async def _answer_conflicts(handler, request: web.Request, principal: Principal | None) -> web.StreamResponse:
+    try:
+        return await handler(request, principal)
+    except _RuleBroken as exc:
+        return error_response(409, str(exc), [{"field": exc.field, "message": exc.message}])
+
+
+async def _body(request: web.Request, *, month: bool = True) -> dict[str, Any]:
     payload = await json_body(request)
     if not isinstance(payload, dict):
         raise InvalidInput("body", "must be a JSON object")
-    month = payload.get("month")
-    try:
-        month_period(month if isinstance(month, str) else "")
-    except ValueError:
-        raise InvalidInput("month", f"{month!r} is not a month like 2026-07") from None
+    if month:
+        check_month(payload.get("month"), "month")  # month_period overflows on 0001-01 and 9999-12
     return payload
 
 
@@ -152,15 +198,39 @@ async def post_issue(request: web.Request, principal: Principal | None) -> web.R
     return web.json_response({"issued": list(ids)}, status=201)
 
 
-async def post_retire(request: web.Request, principal: Principal | None) -> web.Response:
+async def _post_retire(request: web.Request, principal: Principal | None) -> web.Response:
     enterprise_id = await enterprise_in_path(request, principal)
     payload = await _body(request)
-    ids = payload.get("certificate_ids")
-    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
-        raise InvalidInput("certificate_ids", "must be a non-empty list of certificate ids")
+    ids = _ids_field(payload)
     store = service_of(request).store
-    retired = await _certificate_call(registry_ledger.retire(store, enterprise_id, ids, payload["month"]))
+    _require_owned(await registry_ledger.load_registry(store), ids, enterprise_id)
+    retired = await _certificate_call(registry_ledger.retire(store, enterprise_id, ids, payload["month"]), ids)
     return web.json_response({"retired": retired}, status=201)
+
+
+async def _post_transfer(request: web.Request, principal: Principal | None) -> web.Response:
+    enterprise_id = await enterprise_in_path(request, principal)
+    payload = await _body(request, month=False)
+    ids = _ids_field(payload)
+    to = payload.get("to_enterprise_id")
+    if not isinstance(to, str) or not to:
+        raise InvalidInput("to_enterprise_id", "must be the id of the enterprise receiving the certificates")
+    if to == enterprise_id:
+        raise InvalidInput("to_enterprise_id", f"'{to}' already owns them: a transfer goes to another enterprise")
+    store = service_of(request).store
+    if await store.get_enterprise(to) is None:
+        raise InvalidInput("to_enterprise_id", f"'{to}' is not an enterprise of the park")
+    _require_owned(await registry_ledger.load_registry(store), ids, enterprise_id)
+    await _certificate_call(registry_ledger.transfer(store, ids, enterprise_id, to), ids)
+    return web.json_response({"transferred": ids, "from_enterprise_id": enterprise_id, "to_enterprise_id": to}, status=201)
+
+
+async def post_retire(request: web.Request, principal: Principal | None) -> web.StreamResponse:
+    return await _answer_conflicts(_post_retire, request, principal)
+
+
+async def post_transfer(request: web.Request, principal: Principal | None) -> web.StreamResponse:
+    return await _answer_conflicts(_post_transfer, request, principal)
 
 
 _MONTH = (("month", "YYYY-MM, local month of the park"), ("format", "json (default) or csv"))
@@ -174,7 +244,7 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "GET", "/api/v1/park/carbon", get_park_carbon, (Role.ADMIN,),
         "Park indicators against the target, net imported fossil power, credits, reconciliation to meters",
-        query=(*_MONTH, ("target", "renewable share target to compare with, 0..1 (default: recorded)")),
+        query=(*_MONTH, ("target", "renewable share target to compare with, 0..1 (default: recorded)")), errors=(404,),
     ),
     Route(
         "GET", "/api/v1/enterprises/{enterprise_id}/certificates", list_certificates, (Role.ENTERPRISE, Role.ADMIN),
@@ -183,9 +253,17 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "POST", "/api/v1/enterprises/{enterprise_id}/certificates/issue", post_issue, (Role.ADMIN,),
         "Issue granular or GEC certificates from the enterprise's metered generation of a month",
+        request_schema="CertificateIssue", errors=(409,),
     ),
     Route(
         "POST", "/api/v1/enterprises/{enterprise_id}/certificates/retire", post_retire, (Role.ENTERPRISE, Role.ADMIN),
         "Retire the enterprise's certificates against its metered consumption (GEC: the month; granular: its interval)",
+        request_schema="CertificateRetire", errors=(409,),
+    ),
+    Route(
+        "POST", "/api/v1/enterprises/{enterprise_id}/certificates/transfer", post_transfer, (Role.ENTERPRISE, Role.ADMIN),
+        "Transfer certificates the enterprise owns to another enterprise of the park, all or none "
+        "(body: certificate_ids, to_enterprise_id); never once retired, a GEC at most once",
+        request_schema="CertificateTransfer", errors=(409,),
     ),
 )

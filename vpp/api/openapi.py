@@ -88,6 +88,14 @@ _BODY_SCHEMAS = {
         "properties": {"month": _MONTH_SCHEMA, "certificate_ids": {"type": "array", "minItems": 1, "items": {"type": "string"}}},
         "required": ["month", "certificate_ids"],
     },
+    "CertificateTransfer": {
+        "type": "object",
+        "properties": {
+            "certificate_ids": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+            "to_enterprise_id": {"type": "string", "description": "the receiving enterprise of the park"},
+        },
+        "required": ["certificate_ids", "to_enterprise_id"],
+    },
 }
 """Request bodies checked by hand in their handlers rather than by a pydantic model."""
 

@@ -64,7 +64,8 @@ Exports are green only once: an exported kWh is reported as exported
 never also as consumed.
 
 Identities the result satisfies (to rounding): per enterprise and interval
-``own_pv + shared_green + storage_green + contract + grid == consumption``;
+``own_pv + shared_green + storage_green + contract + grid == consumption``
+and ``grid == grid_direct + grid-origin and untracked storage energy used``;
 ``own_pv_generated == own_pv + battery_green_charge + own_pv_pooled +
 own_pv_exported``; per supply ``shared_used + shared_exported == supply``;
 per battery, green delivered <= discharge_efficiency * (initial green +
@@ -158,6 +159,8 @@ class Attribution:
     """Served by the grid, including grid-origin and untracked storage energy [kWh]."""
     storage_grid_kwh: FloatArray
     """Tracked grid-origin storage energy consumed; part of ``grid_kwh`` [kWh]."""
+    grid_direct_kwh: FloatArray
+    """Served straight from the public grid, not through storage; part of ``grid_kwh`` [kWh]."""
     battery_green_charge_kwh: FloatArray
     """Own PV surplus drawn into the enterprise's batteries [kWh]."""
     battery_grid_charge_kwh: FloatArray
@@ -209,6 +212,23 @@ class Attribution:
     def residual_grid_kwh(self) -> FloatArray:
         """Grid draw not covered by contracts (market-based basis), shape (E, T) [kWh]."""
         return np.maximum(self.grid_kwh - self.storage_grid_kwh, 0.0) + self.battery_grid_charge_kwh
+
+    @property
+    def grid_import_kwh(self) -> FloatArray:
+        """Energy metered in from the public grid: contracts, direct grid and battery grid charge, (E, T) [kWh].
+
+        Differs from :attr:`grid_draw_kwh` by the untracked storage energy
+        consumed, which the latter counts as grid origin when released.
+        """
+        return self.contract_kwh + self.grid_direct_kwh + self.battery_grid_charge_kwh
+
+    @property
+    def exported_kwh(self) -> FloatArray:
+        """Energy each enterprise sent out of the park from its own PV and storage, (E, T) [kWh].
+
+        Shared supplies' exports are per supply (:attr:`shared_exported_kwh`).
+        """
+        return self.own_pv_exported_kwh + self.storage_exported_green_kwh + self.storage_exported_grid_kwh
 
     @property
     def exported_green_kwh(self) -> FloatArray:
@@ -561,6 +581,7 @@ def attribute(
         contract_kwh=contract,
         grid_kwh=grid,
         storage_grid_kwh=storage_grid,
+        grid_direct_kwh=need,
         battery_green_charge_kwh=storage.green_charge_e,
         battery_grid_charge_kwh=storage.grid_charge_e,
         own_pv_pooled_kwh=pooled,

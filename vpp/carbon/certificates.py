@@ -20,8 +20,9 @@ periods half-open ``[start_s, end_s)``; energies are integer Wh.
 Rules enforced
 --------------
 * Generation is recorded once per generator and interval; intervals of a
-  generator never overlap. Issuance never exceeds what was recorded:
-  ``issued_wh <= generated_wh`` per interval, whatever mix of kinds.
+  generator never overlap. Issuance never exceeds what was recorded and is
+  not already claimed: ``issued_wh <= generated_wh - claimed_wh`` per
+  interval, whatever mix of kinds (see "One claim per kWh" below).
 * GECs take the unissued generation in time order, 1 MWh each, leaving the
   remainder for later; a granular certificate takes all that is unissued
   in its interval.
@@ -32,6 +33,40 @@ Rules enforced
   for a consumption period inside its interval; and the certificates
   retired against one consumer's period never exceed that period's
   consumption, given with the request.
+
+One claim per kWh: on-site and park use versus certificates
+-----------------------------------------------------------
+The park's attribution (:mod:`vpp.carbon.attribution`) hands the green
+attribute of every kWh generated and consumed inside the park to the
+enterprise that consumed it: the owner's own PV use, the green charge of
+its batteries (released later as storage green), the PV surplus pooled to
+other enterprises and the shared supplies' use. A certificate issued for
+the same kWh would be a second claim on one attribute: an enterprise
+retiring a certificate of its own self-consumed PV would count that energy
+twice (as own PV and as a retired certificate), and a buyer retiring it
+would claim what the producer already counts. The GHG Protocol Scope 2
+Guidance (2015) requires of every contractual instrument of the
+market-based method that it be the *only* instrument carrying the
+attribute claim of that quantity of generation (quality criterion 2), and
+EnergyTag's GC scheme makes the issuer responsible for avoiding double
+counting of the attributes it certifies. Two ways satisfy that: certify
+gross generation and take the on-site claim away from a producer who
+sells its certificates (what the guidance allows for on-site generation),
+or keep the physical claim and certify only what no park consumer claims.
+We take the second: the attribution is physical and needs no knowledge of
+certificate trades, and a certificate then never competes with a
+15-minute physical claim. So:
+
+* ``Generation.claimed_wh`` is the part of an interval's generation whose
+  attribute the park's attribution already gives to a consumer (everything
+  but what left the park as export in that interval); it is not issuable.
+  :func:`vpp.carbon.registry_ledger.issue` records it from the month's
+  attribution; generators outside the park record 0.
+* Retirements of certificates of a park generator are counted in the
+  attribution only up to that generator's export in the interval
+  (:func:`retired_kwh_by_source`, :func:`vpp.carbon.ledger.compute_month`);
+  anything beyond (certificates issued before this rule, or meter data
+  corrected after issuance) is reported as not counted, never as green.
 
 Errors are :class:`CertificateError` subclasses whose message names the
 certificate id (for generation, the granular id the interval would get).
@@ -130,6 +165,13 @@ class Generation:
     """Metered generation [Wh]."""
     issued_wh: int = 0
     """Generation already turned into certificates [Wh]."""
+    claimed_wh: int = 0
+    """Generation whose attribute the park's attribution already gives to a consumer: never issued [Wh]."""
+
+    @property
+    def free_wh(self) -> int:
+        """Generation still issuable [Wh]."""
+        return self.generated_wh - self.claimed_wh - self.issued_wh
 
 
 @dataclass(frozen=True)
@@ -274,7 +316,12 @@ def _rebuild(registry: Registry, changed: dict[str, Certificate], **extra: tuple
 
 
 def record_generation(
-    registry: Registry, generator_id: str, start_s: ArrayLike, interval_s: int, generated_wh: ArrayLike
+    registry: Registry,
+    generator_id: str,
+    start_s: ArrayLike,
+    interval_s: int,
+    generated_wh: ArrayLike,
+    claimed_wh: ArrayLike | None = None,
 ) -> Registry:
     """Record a generator's metered generation, once per interval.
 
@@ -290,13 +337,21 @@ def record_generation(
         Interval length, 900 (15 min) or 3600 (hourly) typically [s].
     generated_wh : array_like of int, shape (N,)
         Metered generation per interval [Wh].
+    claimed_wh : array_like of int, shape (N,), optional
+        Part of each interval's generation already claimed by consumers in
+        the park (not issuable, see the module docstring); default none [Wh].
     """
-    starts = _integers(_any_interval(generator_id), "start_s", start_s)
-    length = _integer(_any_interval(generator_id), "interval_s", interval_s, low=1)
-    amounts = _integers(_any_interval(generator_id), "generated_wh", generated_wh)
-    if len(starts) != len(amounts):
-        raise InvalidQuantityError(_any_interval(generator_id), "start_s and generated_wh differ in length")
-    new = [Generation(generator_id, s, s + length, wh) for s, wh in zip(starts, amounts)]
+    name = _any_interval(generator_id)
+    starts = _integers(name, "start_s", start_s)
+    length = _integer(name, "interval_s", interval_s, low=1)
+    amounts = _integers(name, "generated_wh", generated_wh)
+    claimed = [0] * len(amounts) if claimed_wh is None else _integers(name, "claimed_wh", claimed_wh)
+    if not len(starts) == len(amounts) == len(claimed):
+        raise InvalidQuantityError(name, "start_s, generated_wh and claimed_wh differ in length")
+    for i, (wh, used) in enumerate(zip(amounts, claimed)):
+        if used > wh:
+            raise InvalidQuantityError(name, f"claimed_wh[{i}] = {used} exceeds generated_wh[{i}] = {wh}")
+    new = [Generation(generator_id, s, s + length, wh, 0, used) for s, wh, used in zip(starts, amounts, claimed)]
     mine = sorted(
         [g for g in registry.generation if g.generator_id == generator_id] + new, key=lambda g: (g.start_s, g.end_s)
     )
@@ -342,7 +397,7 @@ def issue_granular(
             continue
         found.add(g.start_s)
         cid = granular_id(generator_id, g.start_s)
-        left = g.generated_wh - g.issued_wh
+        left = g.free_wh
         if left <= 0:
             if wanted is not None:
                 raise IssuanceError(cid, f"generation of {generator_id} at {g.start_s} is already fully certified")
@@ -350,7 +405,7 @@ def issue_granular(
         if cid in existing:
             raise IssuanceError(cid, "already issued")
         issued[cid] = Certificate(cid, CertificateKind.GRANULAR, generator_id, g.start_s, g.end_s, left, owner_id)
-        generation[i] = replace(g, issued_wh=g.generated_wh)
+        generation[i] = replace(g, issued_wh=g.issued_wh + left)
     missing = sorted((wanted or set()) - found)
     if missing:
         raise IssuanceError(
@@ -392,7 +447,7 @@ def issue_gec(
         key=lambda i: registry.generation[i].start_s,
     )
     generation = list(registry.generation)
-    available = sum(generation[i].generated_wh - generation[i].issued_wh for i in order)
+    available = sum(generation[i].free_wh for i in order)
     serial = sum(1 for c in registry.certificates if c.kind is CertificateKind.GEC and c.generator_id == generator_id)
     issued: dict[str, Certificate] = {}
     cursor = 0
@@ -400,12 +455,12 @@ def issue_gec(
         needed, first, last = WH_PER_GEC, None, None
         while needed > 0:
             g = generation[order[cursor]]
-            take = min(g.generated_wh - g.issued_wh, needed)
+            take = min(g.free_wh, needed)
             if take > 0:
                 generation[order[cursor]] = replace(g, issued_wh=g.issued_wh + take)
                 needed -= take
                 first, last = first or g, g
-            if generation[order[cursor]].issued_wh == g.generated_wh:
+            if generation[order[cursor]].free_wh <= 0:
                 cursor += 1
         cid = gec_id(generator_id, serial + len(issued))
         issued[cid] = Certificate(
@@ -513,10 +568,48 @@ def retire(registry: Registry, requests: Sequence[RetirementRequest]) -> Registr
 # ------------------------------------------------------ bridge to attribution ----
 
 
+def _granular_entries(
+    registry: Registry, consumer_ids: Sequence[str], interval_start_s: ArrayLike, interval_s: int
+) -> tuple[list[str], NDArray[np.intp], NDArray[np.intp], NDArray[np.float64]]:
+    """Granular retirements inside the intervals: (generator id, consumer row, interval, kWh) each."""
+    starts = np.asarray(interval_start_s, dtype=np.int64)
+    rows = {cid: i for i, cid in enumerate(consumer_ids)}
+    certificates = {c.certificate_id: c for c in registry.certificates}
+    generators: list[str] = []
+    consumers: list[int] = []
+    intervals: list[int] = []
+    kwh: list[float] = []
+    for r in registry.retirements:
+        c = certificates.get(r.certificate_id)
+        if c is None or c.kind is not CertificateKind.GRANULAR or r.consumer_id not in rows:
+            continue
+        t = int(np.searchsorted(starts, r.start_s, side="right")) - 1
+        if t < 0 or r.start_s >= starts[t] + interval_s:
+            continue
+        if r.end_s > starts[t] + interval_s:
+            raise OutsideIntervalError(
+                r.certificate_id,
+                f"retirement [{r.start_s}, {r.end_s}) spans more than the interval starting {starts[t]}",
+            )
+        generators.append(c.generator_id)
+        consumers.append(rows[r.consumer_id])
+        intervals.append(t)
+        kwh.append(r.volume_wh / 1000.0)
+    return (
+        generators,
+        np.array(consumers, dtype=np.intp),
+        np.array(intervals, dtype=np.intp),
+        np.array(kwh, dtype=np.float64),
+    )
+
+
 def retired_kwh_matrix(
     registry: Registry, consumer_ids: Sequence[str], interval_start_s: ArrayLike, interval_s: int = 900
 ) -> NDArray[np.float64]:
-    """Granular certificates retired per consumer and interval, as ``contract_kwh`` for :func:`vpp.carbon.attribute`.
+    """Granular certificates retired per consumer and interval, whatever their generator [kWh].
+
+    No cap for park generators: use :func:`retired_kwh_by_source` to feed the
+    attribution.
 
     Parameters
     ----------
@@ -536,23 +629,105 @@ def retired_kwh_matrix(
         other consumers or outside the intervals are left out; one that
         spans several intervals raises :class:`OutsideIntervalError`.
     """
-    starts = np.asarray(interval_start_s, dtype=np.int64)
-    rows = {cid: i for i, cid in enumerate(consumer_ids)}
-    kinds = {c.certificate_id: c.kind for c in registry.certificates}
-    out = np.zeros((len(rows), starts.size))
-    for r in registry.retirements:
-        if kinds.get(r.certificate_id) is not CertificateKind.GRANULAR or r.consumer_id not in rows:
-            continue
-        t = int(np.searchsorted(starts, r.start_s, side="right")) - 1
-        if t < 0 or r.start_s >= starts[t] + interval_s:
-            continue
-        if r.end_s > starts[t] + interval_s:
-            raise OutsideIntervalError(
-                r.certificate_id,
-                f"retirement [{r.start_s}, {r.end_s}) spans more than the interval starting {starts[t]}",
-            )
-        out[rows[r.consumer_id], t] += r.volume_wh / 1000.0
+    _, consumers, intervals, kwh = _granular_entries(registry, consumer_ids, interval_start_s, interval_s)
+    out = np.zeros((len(consumer_ids), np.asarray(interval_start_s).size))
+    np.add.at(out, (consumers, intervals), kwh)
     return out
+
+
+@dataclass(frozen=True, eq=False)
+class RetiredBySource:
+    """Granular retirements per consumer and interval, with the one-claim-per-kWh cap applied [kWh]."""
+
+    counted_kwh: NDArray[np.float64]
+    """Offered as contract energy: external generators, and park generators up to their export, (E, T) [kWh]."""
+    not_counted_kwh: NDArray[np.float64]
+    """Retired for park generation beyond its export in the interval: a second claim, not counted, (E, T) [kWh]."""
+    park_generator: NDArray[np.intp]
+    """Per counted retirement of a park generator: its generator row, (N,) [unitless]."""
+    park_consumer: NDArray[np.intp]
+    """Per counted retirement of a park generator: the consumer row, (N,) [unitless]."""
+    park_interval: NDArray[np.intp]
+    """Per counted retirement of a park generator: the interval, (N,) [unitless]."""
+    park_kwh: NDArray[np.float64]
+    """Per counted retirement of a park generator: the energy counted, (N,) [kWh]."""
+
+    def reclaimed_kwh(self, matched_fraction: ArrayLike, generators: int) -> NDArray[np.float64]:
+        """Export of each park generator claimed back by matched retirements, (G, T) [kWh].
+
+        ``matched_fraction`` (E, T) is the part of each consumer's offered
+        contract energy the attribution matched [unitless].
+        """
+        fraction = np.asarray(matched_fraction, dtype=np.float64)
+        out = np.zeros((generators, fraction.shape[1]))
+        np.add.at(
+            out,
+            (self.park_generator, self.park_interval),
+            self.park_kwh * fraction[self.park_consumer, self.park_interval],
+        )
+        return out
+
+
+def retired_kwh_by_source(
+    registry: Registry,
+    consumer_ids: Sequence[str],
+    interval_start_s: ArrayLike,
+    generator_rows: Mapping[str, int],
+    exported_kwh: ArrayLike,
+    interval_s: int = 900,
+) -> RetiredBySource:
+    """Granular retirements as ``contract_kwh`` for :func:`vpp.carbon.attribute`, one claim per kWh.
+
+    Certificates of a park generator (a key of ``generator_rows``) are
+    counted, per generator and interval, only up to that generator's export
+    in the interval (``exported_kwh``): the rest of its generation is
+    already claimed physically (module docstring). When retirements exceed
+    the export, each is scaled down by the same fraction.
+
+    Parameters
+    ----------
+    registry : Registry
+        Current state.
+    consumer_ids : sequence of str, length E
+        Enterprises, in the row order of the attribution [unitless].
+    interval_start_s : array_like of int, shape (T,)
+        Starts of the attribution's intervals, ascending, POSIX seconds UTC [s].
+    generator_rows : mapping str -> int
+        Generator id of each park generator -> row of ``exported_kwh`` [unitless].
+    exported_kwh : array_like of shape (G, T)
+        Generation of each park generator that left the park, per interval [kWh].
+    interval_s : int
+        Interval length [s].
+    """
+    exported = np.asarray(exported_kwh, dtype=np.float64)
+    count = np.asarray(interval_start_s).size
+    if exported.ndim != 2 or exported.shape[1] != count:
+        raise ValueError(f"exported_kwh has shape {exported.shape}, expected (G, {count})")
+    generators, consumers, intervals, kwh = _granular_entries(registry, consumer_ids, interval_start_s, interval_s)
+    row = np.array([generator_rows.get(g, -1) for g in generators], dtype=np.intp)
+    if (row >= exported.shape[0]).any():
+        raise ValueError(f"generator_rows name rows beyond the {exported.shape[0]} rows of exported_kwh")
+    park = row >= 0
+    flat = row[park] * count + intervals[park]
+    claimed = np.bincount(flat, weights=kwh[park], minlength=exported.size)
+    limit = exported.reshape(-1)
+    scale = np.ones_like(claimed)
+    over = claimed > limit
+    scale[over] = limit[over] / claimed[over]
+    counted = kwh.copy()
+    counted[park] = kwh[park] * scale[flat]
+    shape = (len(consumer_ids), count)
+    total, not_counted = np.zeros(shape), np.zeros(shape)
+    np.add.at(total, (consumers, intervals), counted)
+    np.add.at(not_counted, (consumers, intervals), kwh - counted)
+    return RetiredBySource(
+        counted_kwh=total,
+        not_counted_kwh=not_counted,
+        park_generator=row[park],
+        park_consumer=consumers[park],
+        park_interval=intervals[park],
+        park_kwh=counted[park],
+    )
 
 
 def retired_gec_kwh(registry: Registry, consumer_ids: Sequence[str], start_s: int, end_s: int) -> NDArray[np.float64]:

@@ -26,6 +26,14 @@ of the table not after the month's year (reported in the month record;
 2022 for the shipped table). A per-interval grid factor series, when
 configured, replaces the annual grid factor for every enterprise.
 
+Certificates: granular retirements become interval contract energy, GEC
+retirements monthly certificates. Retirements of certificates of a park
+generator (``{enterprise}-generation``, see :func:`generator_id_of`) count
+only up to that generator's export in the interval (one claim per kWh,
+:mod:`vpp.carbon.certificates`); the excess is reported per enterprise as
+``certificates_not_counted_kwh``, and the export they claim back is not
+reported as exported green.
+
 Battery stocks at the start of a month: the previous month's recorded end
 stocks; without one, the state of charge at the month start counted as
 grid origin (the conservative choice), 0 when unknown.
@@ -43,17 +51,34 @@ from typing import Any
 import numpy as np
 
 from vpp.carbon.attribution import Attribution, BatteryFlows, SharedSplit, attribute
-from vpp.carbon.certificates import Registry, retired_gec_kwh, retired_kwh_matrix, to_plain
-from vpp.carbon.factors import UnknownYearError, emission_factor, factor_table, residual_factor
+from vpp.carbon.certificates import (
+    Registry,
+    retired_gec_kwh,
+    retired_kwh_by_source,
+    to_plain,
+)
+from vpp.carbon.factors import (
+    UnknownYearError,
+    emission_factor,
+    factor_table,
+    residual_factor,
+)
 from vpp.carbon.indicators import (
     DEFAULT_CREDIT_CAP_FRACTION,
     DEFAULT_TARGET_SHARE,
     EnterpriseIndicators,
     ParkIndicators,
+    energy_flows,
     enterprise_indicators,
     park_indicators,
 )
-from vpp.carbon.inputs import DEFAULT_ZONE, Inputs, local_days, month_period, read_inputs
+from vpp.carbon.inputs import (
+    DEFAULT_ZONE,
+    Inputs,
+    local_days,
+    month_period,
+    read_inputs,
+)
 from vpp.chain import canonical_json, record_hash
 from vpp.store.base import Store
 
@@ -126,9 +151,12 @@ class CarbonSettings:
         if unknown:
             raise ValueError(f"unknown carbon settings {sorted(unknown)}")
         values = dict(data)
-        if values.get("grid_factor_series") is not None:
-            values["grid_factor_series"] = tuple(math.nan if v is None else float(v) for v in values["grid_factor_series"])
-        return cls(**values)
+        try:
+            if values.get("grid_factor_series") is not None:
+                values["grid_factor_series"] = tuple(math.nan if v is None else float(v) for v in values["grid_factor_series"])
+            return cls(**values)
+        except (AttributeError, TypeError) as exc:  # a value of the wrong shape, e.g. production_units = null
+            raise ValueError(f"carbon settings have a value of the wrong type: {exc}") from None
 
 
 # ------------------------------------------------------------------ result ----
@@ -149,6 +177,10 @@ class MonthResult:
     """[kgCO2/kWh]."""
     location_factor_t: np.ndarray
     """Per enterprise and interval grid factor used, (E, T) [kgCO2/kWh]."""
+    certificates_not_counted_kwh: np.ndarray
+    """Per enterprise and interval, granular certificates retired for park generation already claimed, (E, T) [kWh]."""
+    reclaimed_export_kwh: np.ndarray
+    """Per generating enterprise and interval, export claimed back by certificates matched in the park, (E, T) [kWh]."""
     certificates_digest: str
     initial_stocks: Mapping[str, tuple[float, float]]
     """Battery id -> (green, grid) cell-side stocks at the start [kWh]."""
@@ -191,6 +223,46 @@ def initial_stocks(inputs: Inputs, previous: Mapping[str, Mapping[str, float]] |
     return out
 
 
+def generator_id_of(enterprise_id: str) -> str:
+    """Certificate-registry generator id of an enterprise's generation meter."""
+    return f"{enterprise_id}-generation"
+
+
+def _shared_owner(inputs: Inputs) -> np.ndarray:
+    """Enterprise row of each shared supply's owner, (S,) [unitless]."""
+    return np.array([inputs.enterprise_ids.index(owner) for owner in inputs.shared_ids], dtype=np.intp)
+
+
+def exported_generation_kwh(inputs: Inputs, split_rule: str = "pro_rata") -> np.ndarray:
+    """Per enterprise and interval, its generation (own and shared PV) that left the park, (E, T) [kWh].
+
+    The only generation whose green attribute no park consumer claims, so
+    the only generation certificates may carry (see
+    :mod:`vpp.carbon.certificates`). It does not depend on contracts or on
+    the batteries' stocks by origin, only on the metered flows and the
+    split rule.
+    """
+    attribution = attribute(
+        inputs.consumption_kwh, inputs.own_pv_kwh, inputs.shared_green_kwh,
+        split=SharedSplit(rule=split_rule), batteries=_battery_flows(inputs, {}),
+    )  # fmt: skip
+    exported = np.array(attribution.own_pv_exported_kwh)
+    np.add.at(exported, _shared_owner(inputs), attribution.shared_exported_kwh)
+    return exported
+
+
+def _grid_factors(inputs: Inputs, settings: CarbonSettings, grid: Mapping[str, float]) -> np.ndarray:
+    """Per enterprise and interval grid factor: its region's annual factor, or the grid's series where given (E, T) [kgCO2/kWh]."""
+    count = inputs.period.intervals
+    factors = np.array([grid[eid] for eid in inputs.enterprise_ids], dtype=np.float64)[:, None] * np.ones((1, count))
+    if settings.grid_factor_series is not None:
+        series = np.array(settings.grid_factor_series, dtype=np.float64)
+        if series.shape != (count,):
+            raise ValueError(f"grid_factor_series has {series.size} values, the month has {count} intervals")
+        factors = np.where(np.isnan(series)[None, :], factors, series[None, :])
+    return factors
+
+
 def compute_month(
     inputs: Inputs,
     settings: CarbonSettings,
@@ -209,67 +281,54 @@ def compute_month(
     regions : mapping
         Enterprise id -> grid region of its emission factor.
     registry : Registry, optional
-        Certificates: granular retirements become interval contract energy,
-        GEC retirements monthly certificates [kWh].
+        Certificates: granular retirements become interval contract energy
+        (park generators' only up to their export), GEC retirements monthly
+        certificates [kWh].
     stocks : mapping, optional
         Battery id -> (green, grid) stocks at the start [kWh]; default none.
     """
     registry = registry or Registry()
     stocks = stocks or {}
-    ids, count = list(inputs.enterprise_ids), inputs.period.intervals
+    ids = list(inputs.enterprise_ids)
     table = factor_table({int(y): r for y, r in settings.factor_overrides.items()})
     year = _factor_year(settings, table, int(inputs.period.label[:4]) if inputs.period.label else inputs.period.start.year)
     grid = {eid: emission_factor(regions.get(eid, "national"), year, table) for eid in ids}
     residual = residual_factor(year, table)
-    factors = np.array([grid[eid] for eid in ids])[:, None] * np.ones((1, count))
-    if settings.grid_factor_series is not None:
-        series = np.array(settings.grid_factor_series, dtype=np.float64)
-        if series.shape != (count,):
-            raise ValueError(f"grid_factor_series has {series.size} values, the month has {count} intervals")
-        factors = np.where(np.isnan(series)[None, :], factors, series[None, :])
-    contract = retired_kwh_matrix(registry, ids, inputs.period.start_s)
+    factors = _grid_factors(inputs, settings, grid)
+    retired = retired_kwh_by_source(
+        registry, ids, inputs.period.start_s, {generator_id_of(eid): e for e, eid in enumerate(ids)},
+        exported_generation_kwh(inputs, settings.split_rule) if registry.retirements else np.zeros(inputs.consumption_kwh.shape),
+    )  # fmt: skip
+    # Not clipped to consumption: a Wh-rounded retirement above the metered kWh shows as unmatched, not lost.
+    offered = retired.counted_kwh
     attribution = attribute(
         inputs.consumption_kwh, inputs.own_pv_kwh, inputs.shared_green_kwh,
-        split=SharedSplit(rule=settings.split_rule), batteries=_battery_flows(inputs, stocks),
-        contract_kwh=np.minimum(contract, inputs.consumption_kwh),
+        split=SharedSplit(rule=settings.split_rule), batteries=_battery_flows(inputs, stocks), contract_kwh=offered,
     )  # fmt: skip
+    matched = np.divide(attribution.contract_kwh, offered, out=np.zeros_like(offered), where=offered > 0)
+    reclaimed = retired.reclaimed_kwh(matched, len(ids))
     start_s, end_s = int(inputs.period.start.timestamp()), int(inputs.period.end.timestamp())
     gec = retired_gec_kwh(registry, ids, start_s, end_s)
     production = np.array([settings.production_units.get(eid, 0.0) for eid in ids])
-    enterprises = _indicators_by_factor(attribution, factors, residual, gec, production)
+    shared_owner = _shared_owner(inputs)
+    enterprises = enterprise_indicators(
+        attribution, factors, residual, certificates_kwh=gec, production_units=production,
+        shared_owner=shared_owner, reclaimed_export_kwh=reclaimed,
+    )  # fmt: skip
     park = park_indicators(
-        attribution, float(np.average(factors[:, 0])) if ids else 0.0, residual,
+        attribution, factors, residual,
         target_share=settings.target_share, certificates_kwh=gec,
         direct_emissions_kg=settings.direct_emissions_kg, carbon_credits_kg=settings.carbon_credits_kg,
         credit_cap_fraction=settings.credit_cap_fraction, metered_consumption_kwh=inputs.consumption_kwh,
+        metered_import_kwh=inputs.import_kwh, metered_export_kwh=inputs.export_kwh,
+        shared_owner=shared_owner, reclaimed_export_kwh=reclaimed,
     )  # fmt: skip
-    park = dataclasses.replace(park, location_based_kg=float(enterprises.location_based_kg.sum()))
     return MonthResult(
         inputs=inputs, attribution=attribution, enterprises=enterprises, park=park, factor_year=year,
         grid_factor=grid, residual_factor=residual, location_factor_t=factors,
+        certificates_not_counted_kwh=retired.not_counted_kwh, reclaimed_export_kwh=reclaimed,
         certificates_digest=_registry_digest(registry), initial_stocks=dict(stocks),
     )  # fmt: skip
-
-
-def _indicators_by_factor(
-    attribution: Attribution, factors: np.ndarray, residual: float, gec: np.ndarray, production: np.ndarray
-) -> EnterpriseIndicators:
-    """Enterprise indicators with each enterprise's own grid factor row (one core call per distinct row)."""
-    rows: dict[bytes, list[int]] = {}
-    for e in range(factors.shape[0]):
-        rows.setdefault(factors[e].tobytes(), []).append(e)
-    merged: dict[str, np.ndarray] = {}
-    for members in rows.values():
-        part = enterprise_indicators(
-            attribution, factors[members[0]], residual, certificates_kwh=gec, production_units=production
-        )
-        for name in (f.name for f in dataclasses.fields(EnterpriseIndicators)):
-            target = merged.setdefault(name, np.array(getattr(part, name), dtype=np.float64, copy=True))
-            target[members] = getattr(part, name)[members]
-    if not rows:
-        part = enterprise_indicators(attribution, residual, residual)
-        return part
-    return EnterpriseIndicators(**merged)
 
 
 # ---------------------------------------------------------------- payloads ----
@@ -281,12 +340,18 @@ def _num(value: float, digits: int = 6) -> float | None:
     return None if math.isnan(value) else round(value, digits) + 0.0
 
 
+def day_flows(result: MonthResult) -> dict[str, np.ndarray]:
+    """Per enterprise and interval grid import, exports and net import, as in the indicators, (E, T) [kWh]."""
+    return energy_flows(result.attribution, _shared_owner(result.inputs), result.reclaimed_export_kwh)
+
+
 def _day_payload(result: MonthResult, day: str, first: int, end: int) -> dict[str, Any]:
     a, inputs = result.attribution, result.inputs
     span = slice(first, end)
     matched = np.minimum(a.consumption_kwh, a.green_kwh)
     location = a.grid_draw_kwh * result.location_factor_t
     market = a.residual_grid_kwh * result.residual_factor
+    flows = day_flows(result)
     enterprises = {}
     for e, eid in enumerate(inputs.enterprise_ids):
         enterprises[eid] = {
@@ -298,7 +363,11 @@ def _day_payload(result: MonthResult, day: str, first: int, end: int) -> dict[st
             "grid_kwh": _num(a.grid_kwh[e, span].sum()),
             "matched_green_kwh": _num(matched[e, span].sum()),
             "grid_draw_kwh": _num(a.grid_draw_kwh[e, span].sum()),
-            "exported_green_kwh": _num((a.own_pv_exported_kwh + a.storage_exported_green_kwh)[e, span].sum()),
+            "exported_kwh": _num(flows["exported_kwh"][e, span].sum()),
+            "exported_green_kwh": _num(flows["exported_green_kwh"][e, span].sum()),
+            "grid_import_kwh": _num(flows["grid_import_kwh"][e, span].sum()),
+            "net_import_kwh": _num(flows["net_import_kwh"][e, span].sum()),
+            "certificates_not_counted_kwh": _num(result.certificates_not_counted_kwh[e, span].sum()),
             "import_kwh": _num(inputs.import_kwh[e, span].sum()),
             "export_kwh": _num(inputs.export_kwh[e, span].sum()),
             "generation_kwh": _num(inputs.generation_kwh[e, span].sum()),
@@ -344,6 +413,7 @@ def enterprise_rows(result: MonthResult) -> dict[str, dict[str, Any]]:
         rows[eid] = {name: _num(getattr(ind, name)[e, 0]) for name in (f.name for f in dataclasses.fields(ind))}
         rows[eid]["grid_factor_kg_per_kwh"] = result.grid_factor[eid]
         rows[eid]["missing_intervals"] = int(result.inputs.missing[e].sum())
+        rows[eid]["certificates_not_counted_kwh"] = _num(result.certificates_not_counted_kwh[e].sum())
     return rows
 
 
@@ -375,6 +445,9 @@ def reconciliation(result: MonthResult) -> dict[str, Any]:
         "consumption_gap_kwh": _num(attributed - metered),
         "generation_gap_kwh": _num(generation - uses),
         "clipped_kwh": _num(sum(i.kwh for i in inputs.issues)),
+        "grid_import_kwh": _num(result.park.grid_import_kwh),
+        "exported_kwh": _num(result.park.exported_kwh),
+        "net_import_gap_kwh": _num(float(result.park.meter_gap_kwh.sum())),
         "reconciled": bool(result.park.reconciled and abs(generation - uses) <= 1e-6 * max(1.0, generation)),
     }
 
@@ -383,7 +456,7 @@ def _park_row(park: ParkIndicators) -> dict[str, Any]:
     row: dict[str, Any] = {}
     for f in dataclasses.fields(park):
         value = getattr(park, f.name)
-        if isinstance(value, bool):
+        if isinstance(value, bool) or value is None:
             row[f.name] = value
         elif isinstance(value, np.ndarray):
             continue

@@ -10,9 +10,12 @@ it with its error. So no certificate is ever counted, sold or retired
 twice, whatever the interleaving of writers.
 
 Issuance from metered generation reads the generation meter of an
-enterprise (:mod:`vpp.carbon.inputs`); retirement checks against the
-consumer's metered consumption of the period (the month for a GEC, the
-certificate's own 15-minute interval for a granular one).
+enterprise (:mod:`vpp.carbon.inputs`) and records, per interval, the part
+of it the park's attribution already gives to a consumer as
+``claimed_wh``: only the generation that left the park is certified (one
+claim per kWh, see :mod:`vpp.carbon.certificates`). Retirement checks
+against the consumer's metered consumption of the period (the month for a
+GEC, the certificate's own 15-minute interval for a granular one).
 """
 
 from __future__ import annotations
@@ -26,18 +29,20 @@ import numpy as np
 from vpp.carbon import certificates as core
 from vpp.carbon.certificates import CertificateError, Registry, RetirementRequest
 from vpp.carbon.inputs import INTERVAL_S, month_period, read_inputs
+from vpp.carbon.ledger import exported_generation_kwh, generator_id_of
 from vpp.store.base import Store
 
 LEDGER = "certificates"
 
 
-def _apply(registry: Registry, op: Mapping[str, Any]) -> Registry:
+def apply_operation(registry: Registry, op: Mapping[str, Any]) -> Registry:
     """``registry`` after one operation; CertificateError when it breaks a rule."""
     kind = op.get("op")
     if kind == "generation":
         return core.record_generation(
             registry, op["generator_id"], np.array(op["start_s"], dtype=np.int64), int(op["interval_s"]),
             np.array(op["generated_wh"], dtype=np.int64),
+            None if op.get("claimed_wh") is None else np.array(op["claimed_wh"], dtype=np.int64),
         )  # fmt: skip
     if kind == "issue_granular":
         starts = op.get("start_s")
@@ -58,7 +63,7 @@ def replay(records: Sequence[Mapping[str, Any]]) -> tuple[Registry, dict[int, st
     registry, void = Registry(), {}
     for record in records:
         try:
-            registry = _apply(registry, record["payload"])
+            registry = apply_operation(registry, record["payload"])
         except CertificateError as exc:
             void[int(record["seq"])] = str(exc)
     return registry, void
@@ -73,7 +78,7 @@ async def _commit(store: Store, ops: list[dict[str, Any]]) -> Registry:
     """Append ``ops`` (after a dry run on the current state); raise the error of any that turned out void."""
     registry = await load_registry(store)
     for op in ops:
-        registry = _apply(registry, op)  # raises before anything is written
+        registry = apply_operation(registry, op)  # raises before anything is written
     written = await store.append_ledger(LEDGER, ops)
     registry, void = replay(await store.ledger_records(LEDGER))
     for record in written:
@@ -82,11 +87,16 @@ async def _commit(store: Store, ops: list[dict[str, Any]]) -> Registry:
     return registry
 
 
-async def issue(store: Store, enterprise_id: str, month: str, kind: str = "granular", *, zone: str = "Asia/Shanghai") -> tuple[str, ...]:
+async def issue(
+    store: Store, enterprise_id: str, month: str, kind: str = "granular", *, zone: str = "Asia/Shanghai",
+    split_rule: str = "pro_rata",
+) -> tuple[str, ...]:
     """Record the enterprise's metered generation of ``month`` (intervals not yet recorded) and issue certificates.
 
     ``kind`` is ``granular`` (one per 15-minute interval, Wh) or ``gec``
-    (whole MWh, tradable). Returns the ids issued.
+    (whole MWh, tradable). Only the generation that left the park is
+    issuable; the rest is recorded as ``claimed_wh`` (``split_rule`` of the
+    shared supplies, as in the carbon run). Returns the ids issued.
     """
     if kind not in ("granular", "gec"):
         raise ValueError(f"kind {kind!r} is not 'granular' or 'gec'")
@@ -95,16 +105,19 @@ async def issue(store: Store, enterprise_id: str, month: str, kind: str = "granu
     if enterprise_id not in inputs.enterprise_ids:
         raise ValueError(f"enterprise_id {enterprise_id!r} is not in the park")
     e = inputs.enterprise_ids.index(enterprise_id)
-    generator = f"{enterprise_id}-generation"
+    generator = generator_id_of(enterprise_id)
     before = await load_registry(store)
     recorded = {g.start_s for g in before.generation if g.generator_id == generator}
     starts = inputs.period.start_s
     wh = np.round(inputs.generation_kwh[e] * 1000.0).astype(np.int64)
+    # Floor the export so rounding never makes a claimed Wh issuable.
+    free = np.minimum(np.floor(exported_generation_kwh(inputs, split_rule)[e] * 1000.0 + 1e-6).astype(np.int64), wh)
     new = ~inputs.missing[e] & ~np.isin(starts, list(recorded)) & (wh > 0)
     ops: list[dict[str, Any]] = []
     if new.any():
         ops.append({"op": "generation", "generator_id": generator, "start_s": starts[new].tolist(),
-                    "interval_s": INTERVAL_S, "generated_wh": wh[new].tolist()})  # fmt: skip
+                    "interval_s": INTERVAL_S, "generated_wh": wh[new].tolist(),
+                    "claimed_wh": (wh - free)[new].tolist()})  # fmt: skip
     if kind == "granular":
         ops.append({"op": "issue_granular", "generator_id": generator, "owner_id": enterprise_id, "start_s": None})
     else:

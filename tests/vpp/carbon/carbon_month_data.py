@@ -53,9 +53,11 @@ def simulated_month() -> tuple[ParkSpec, tuple[TelemetrySample, ...], tuple[Mete
     return spec, tuple(telemetry), tuple(readings)
 
 
-async def seed_store(store: Store) -> ParkSpec:
-    """Write the park and its simulated month into ``store``."""
+async def seed_store(store: Store, leave_out: tuple[MeterReading, ...] = ()) -> ParkSpec:
+    """Write the park and its simulated month into ``store``, without the readings in ``leave_out``."""
     spec, telemetry, readings = simulated_month()
+    if leave_out:
+        readings = tuple(r for r in readings if r not in leave_out)
     for enterprise in spec.enterprises:
         await store.put_enterprise(enterprise)
     for meter in spec.meters:

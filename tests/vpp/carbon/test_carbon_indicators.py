@@ -1,11 +1,16 @@
-"""Hand-computed monthly enterprise indicators and park indicators."""
+"""Hand-computed monthly enterprise indicators and park indicators; park totals and meter reconciliation over random parks."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
+from tests.vpp.carbon.test_carbon_attribution_properties import parks
 from vpp.carbon import (
+    BatteryFlows,
     attribute,
     emission_factor,
     enterprise_indicators,
@@ -147,3 +152,72 @@ def test_park_bad_input_names_the_field(kwargs: dict, message: str) -> None:
 def test_month_index_is_checked() -> None:
     with pytest.raises(ValueError, match="month_index"):
         enterprise_indicators(_park(), GRID, RESIDUAL, month_index=[0.0, 1.0])
+
+
+# ------------------------------------------ per-interval factors, meters ----
+
+
+def test_park_uses_each_enterprises_per_interval_factors() -> None:
+    # Two enterprises on the grid, different regions, and a per-interval series in interval 1.
+    result = attribute([[2.0, 4.0], [1.0, 3.0]])
+    factors = np.array([[0.5, 0.1], [0.3, 0.1]])
+    monthly = enterprise_indicators(result, factors, RESIDUAL)
+    np.testing.assert_allclose(monthly.location_based_kg[:, 0], [2.0 * 0.5 + 4.0 * 0.1, 1.0 * 0.3 + 3.0 * 0.1])
+    park = park_indicators(result, factors, RESIDUAL)
+    assert park.location_based_kg == pytest.approx(1.4 + 0.6)
+    with pytest.raises(ValueError, match="grid_factor_kg_per_kwh"):
+        park_indicators(result, np.ones((3, 2)), RESIDUAL)
+
+
+def _metered(park: dict, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Grid meters' import and export of each enterprise, from the park's physical flows [kWh]."""
+    consumption = park["consumption_kwh"]
+    net = consumption - park.get("own_pv_kwh", np.zeros_like(consumption))
+    supplies = park.get("shared_green_kwh")
+    if supplies is not None:
+        np.add.at(net, owner, -supplies)
+    batteries: BatteryFlows | None = park.get("batteries")
+    if batteries is not None:
+        np.add.at(net, np.asarray(batteries.owner), np.asarray(batteries.charge_kwh) - np.asarray(batteries.discharge_kwh))
+    return np.maximum(net, 0.0), np.maximum(-net, 0.0)
+
+
+SUMMED = (
+    "consumption_kwh", "green_kwh", "grid_draw_kwh", "grid_import_kwh", "exported_kwh", "exported_green_kwh",
+    "location_based_kg", "market_based_kg", "certificates_kwh",
+)  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(parks(), st.data())
+def test_park_totals_are_the_enterprises_and_reconcile_to_the_meters(park: dict, data: st.DataObject) -> None:
+    result = attribute(**park)
+    e, t = result.consumption_kwh.shape
+    supplies = result.shared_used_kwh.shape[0]
+    owner = data.draw(arrays(np.intp, supplies, elements=st.integers(0, e - 1)))
+    factors = data.draw(arrays(np.float64, (e, t), elements=st.floats(0.0, 1.0)))
+    certificates = data.draw(arrays(np.float64, e, elements=st.floats(0.0, 50.0)))
+    imports, exports = _metered(park, owner)
+    monthly = enterprise_indicators(result, factors, 0.5856, certificates_kwh=certificates, shared_owner=owner)
+    total = park_indicators(
+        result, factors, 0.5856, certificates_kwh=certificates, shared_owner=owner,
+        metered_import_kwh=imports, metered_export_kwh=exports, tolerance_kwh=1e-7,
+    )  # fmt: skip
+    for name in SUMMED:
+        assert getattr(total, name) == pytest.approx(float(getattr(monthly, name).sum()), abs=1e-7), name
+    assert total.location_based_kg == pytest.approx(float((result.grid_draw_kwh * factors).sum()), abs=1e-7)
+    # Imports and exports are the meters', exactly: per enterprise and interval, and over the park.
+    assert total.reconciled, (total.meter_gap_kwh, total.reconciliation_gap_kwh)
+    np.testing.assert_allclose(total.meter_gap_kwh, 0.0, atol=1e-7)
+    assert total.metered_import_kwh - total.metered_export_kwh == pytest.approx(
+        total.grid_import_kwh - total.exported_kwh, abs=1e-7
+    )
+    # One kWh off on one meter is found, and named by its enterprise.
+    wrong = data.draw(st.integers(0, e - 1))
+    bumped = imports.copy()
+    bumped[wrong, data.draw(st.integers(0, t - 1))] += 1.0
+    off = park_indicators(
+        result, factors, 0.5856, shared_owner=owner, metered_import_kwh=bumped, metered_export_kwh=exports,
+        tolerance_kwh=1e-7,
+    )  # fmt: skip
+    assert not off.reconciled and off.meter_gap_kwh[wrong] == pytest.approx(-1.0, abs=1e-7)

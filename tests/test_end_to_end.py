@@ -22,11 +22,15 @@ SPEED = 20.0  # simulated seconds per wall second
 
 
 def _start_demo(data_dir, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "vpp.cli", "serve", "--demo", "--port", "0", "--data-dir", str(data_dir),
-         "--speed", str(SPEED), "--enterprises", "8", "--control-interval", "2", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
+    log = open(data_dir / "service.log", "w")  # the service's own log, for a test that has to kill it
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "vpp.cli", "serve", "--demo", "--port", "0", "--data-dir", str(data_dir),
+             "--speed", str(SPEED), "--enterprises", "8", "--control-interval", "2", *extra],
+            stdout=subprocess.PIPE, stderr=log, text=True,
+        )
+    finally:
+        log.close()  # the child holds its own copy
 
 
 @pytest.fixture
@@ -43,11 +47,15 @@ def demo(tmp_path):
     try:
         yield url, tokens, enterprise_id, tmp_path, process
     finally:
-        _stop(process)
+        _stop(process, tmp_path / "service.log")
 
 
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within 30 s: no service outlives its test."""
+def _stop(process: subprocess.Popen, log_path=None) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 30 s: no service outlives its test.
+
+    A service that had to be killed fails the test, with the end of its log (``log_path``) to say why.
+    """
+    killed = False
     try:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -56,8 +64,12 @@ def _stop(process: subprocess.Popen) -> None:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+                killed = True
     finally:
         process.stdout.close()
+    if killed:
+        tail = log_path.read_text()[-3000:] if log_path is not None and log_path.exists() else "(no log)"
+        raise AssertionError(f"the service ignored SIGTERM for 30 s and was killed; its log ends:\n{tail}")
 
 
 def _parse_banner(banner: str) -> tuple[str, dict[str, str], str]:
@@ -181,5 +193,5 @@ async def test_serve_on_the_redis_store_accepts_and_keeps_an_instruction(tmp_pat
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:
-        _stop(process)
+        _stop(process, tmp_path / "service.log")
         await drop_namespace(redis_url(), namespace)

@@ -42,13 +42,16 @@ from market.baselines import (
 )
 
 __all__ = [
+    "BENEFIT_KEYS",
     "DrEvent",
     "EventSettlement",
     "PayBand",
     "PaymentRule",
     "Programme",
     "StatementRow",
+    "allocate_costs",
     "allocate_fen",
+    "benefit_weights",
     "capacity_payment_fen",
     "cny_to_fen",
     "delivered_kwh",
@@ -510,6 +513,98 @@ def capacity_payment_fen(
     return plant, allocate_fen(plant, capacity)
 
 
+# ----------------------------------------------------------------- costs ----
+
+BENEFIT_KEYS = ("event_revenue", "consumption", "capacity", "equal")
+"""Benefit keys a park cost can be shared by ("who benefits, bears", 谁受益、谁承担)."""
+
+_FALLBACK = {"event_revenue": "consumption", "consumption": "equal", "capacity": "equal"}
+
+
+def benefit_weights(
+    key: str, event_revenue_fen: np.ndarray, consumption_kwh: np.ndarray, capacity_kw: np.ndarray
+) -> tuple[np.ndarray, str]:
+    """Weights of a benefit key per enterprise, and the key actually used.
+
+    * ``event_revenue`` – each enterprise's energy payments for the month's
+      events: a cost of running the plant (platform fee, the ancillary
+      service that let it earn) is borne by those who earned from it;
+    * ``consumption`` – each enterprise's grid consumption in the month: a
+      cost of a service every consumer benefits from (e.g. an ancillary-service
+      charge the grid levies on the park's load);
+    * ``capacity`` – each enterprise's committed flexible capacity;
+    * ``equal`` – one share each.
+
+    A key whose weights are all zero (nobody earned from an event this month,
+    no consumption measured) falls back to the next one: event_revenue →
+    consumption → equal, capacity → equal, so a cost always finds the
+    enterprises that bear it.
+
+    Parameters
+    ----------
+    key : one of :data:`BENEFIT_KEYS` [-].
+    event_revenue_fen : energy payments per enterprise, shape (E,) [fen].
+    consumption_kwh : grid consumption per enterprise, shape (E,) [kWh].
+    capacity_kw : committed capacity per enterprise, shape (E,) [kW].
+
+    Returns
+    -------
+    ``(weights, key_used)``: non-negative weights, shape (E,) [unit of the key], and the key they come from [-].
+    """
+    if key not in BENEFIT_KEYS:
+        raise ValueError(f"benefit key {key!r} is not one of {list(BENEFIT_KEYS)}")
+    measures = {
+        "event_revenue": np.asarray(event_revenue_fen, dtype=np.float64),
+        "consumption": np.asarray(consumption_kwh, dtype=np.float64),
+        "capacity": np.asarray(capacity_kw, dtype=np.float64),
+    }
+    n = measures["capacity"].shape[0]
+    while key != "equal":
+        weights = np.nan_to_num(np.maximum(measures[key], 0.0), nan=0.0)
+        if weights.shape != (n,):
+            raise ValueError(f"the {key} measure has shape {weights.shape}, expected ({n},)")
+        if weights.sum() > 0:
+            return weights, key
+        key = _FALLBACK[key]
+    return np.ones(n), "equal"
+
+
+def allocate_costs(
+    amounts_fen: Sequence[int],
+    keys: Sequence[str],
+    event_revenue_fen: np.ndarray,
+    consumption_kwh: np.ndarray,
+    capacity_kw: np.ndarray,
+) -> tuple[np.ndarray, list[str]]:
+    """Shares of park costs per enterprise, each cost by its own benefit key, to the fen.
+
+    Each cost is split with :func:`allocate_fen` (largest remainder), so the
+    shares of every cost add up to it exactly and none is negative.
+
+    Parameters
+    ----------
+    amounts_fen : costs, each >= 0, shape (C,) [fen].
+    keys : benefit key of each cost, see :func:`benefit_weights` [-].
+    event_revenue_fen, consumption_kwh, capacity_kw : the measures, shape (E,) [fen], [kWh], [kW].
+
+    Returns
+    -------
+    ``(shares, keys_used)``: shares of shape (C, E) int64 [fen] and the key each cost used after fallback [-].
+    """
+    if len(amounts_fen) != len(keys):
+        raise ValueError(f"{len(amounts_fen)} costs but {len(keys)} benefit keys")
+    n = np.asarray(capacity_kw).shape[0]
+    shares = np.zeros((len(keys), n), dtype=np.int64)
+    used = []
+    for c, (amount, key) in enumerate(zip(amounts_fen, keys)):
+        if int(amount) != amount or amount < 0:
+            raise ValueError(f"costs[{c}] = {amount!r} must be a whole number of fen >= 0")
+        weights, key_used = benefit_weights(key, event_revenue_fen, consumption_kwh, capacity_kw)
+        shares[c] = allocate_fen(int(amount), weights) if n else shares[c]
+        used.append(key_used)
+    return shares, used
+
+
 # ------------------------------------------------------------ statement ----
 
 
@@ -551,6 +646,7 @@ def month_statement(
     capacity_fen: np.ndarray | None = None,
     cost_fen: np.ndarray | None = None,
     cost_note: str = "",
+    costs: Sequence[tuple[str, np.ndarray]] = (),
 ) -> list[StatementRow]:
     """Statement rows per enterprise for one month: its events, capacity payment, costs and a total.
 
@@ -562,6 +658,7 @@ def month_statement(
     capacity_fen : capacity payment share per enterprise, shape (E,) [fen].
     cost_fen : cost share per enterprise ("who benefits, bears"), shape (E,) [fen].
     cost_note : what the cost is for [-].
+    costs : further costs, one row each: (what it is for, share per enterprise shape (E,)) [-], [fen].
 
     Returns
     -------
@@ -577,12 +674,17 @@ def month_statement(
     cost = np.zeros(n, dtype=np.int64) if cost_fen is None else np.asarray(cost_fen, dtype=np.int64)
     if capacity.shape != (n,) or cost.shape != (n,):
         raise ValueError(f"capacity_fen and cost_fen must have shape ({n},)")
+    items = [(cost_note, cost)] + [(note, np.asarray(share, dtype=np.int64)) for note, share in costs]
+    if any(share.shape != (n,) for _, share in items):
+        raise ValueError(f"every cost share must have shape ({n},)")
     columns = _event_columns(chosen, n)
     rows: list[StatementRow] = []
     for e, enterprise_id in enumerate(enterprise_ids):
         rows.extend(_event_rows(month, str(enterprise_id), e, chosen, columns))
-        rows.extend(_money_rows(month, str(enterprise_id), int(capacity[e]), int(cost[e]), cost_note))
-        rows.append(_total_row(month, str(enterprise_id), e, chosen, columns, int(capacity[e]), int(cost[e])))
+        own_costs = [(note, int(share[e])) for note, share in items]
+        rows.extend(_money_rows(month, str(enterprise_id), int(capacity[e]), own_costs))
+        total_cost = sum(amount for _, amount in own_costs)
+        rows.append(_total_row(month, str(enterprise_id), e, chosen, columns, int(capacity[e]), total_cost))
     return rows
 
 
@@ -632,12 +734,13 @@ def _event_rows(
     return rows
 
 
-def _money_rows(month: str, enterprise_id: str, capacity: int, cost: int, cost_note: str) -> list[StatementRow]:
+def _money_rows(month: str, enterprise_id: str, capacity: int, costs: list[tuple[str, int]]) -> list[StatementRow]:
     rows = []
     if capacity:
         rows.append(StatementRow(month, enterprise_id, "capacity", capacity_fen=capacity, net_fen=capacity))
-    if cost:
-        rows.append(StatementRow(month, enterprise_id, "cost", cost_fen=cost, net_fen=-cost, note=cost_note))
+    for note, cost in costs:
+        if cost:
+            rows.append(StatementRow(month, enterprise_id, "cost", cost_fen=cost, net_fen=-cost, note=note))
     return rows
 
 

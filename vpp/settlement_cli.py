@@ -6,7 +6,11 @@ the parsed arguments returning the exit code) with ``set_defaults``.
 * ``vpp settlement run --month 2026-07`` computes every enterprise's statement,
   records what changed in the ``settlement`` ledger and prints a summary table;
 * ``vpp settlement export --month 2026-07 --format csv|json [--enterprise ID]``
-  prints the recorded (latest, corrected) statements.
+  prints the recorded (latest, corrected) statements;
+* ``vpp settlement prices --file prices.csv [--source spot|day_ahead]`` loads
+  spot or day-ahead prices per 15-minute interval from CSV into the ``prices``
+  ledger, as ``POST /api/v1/market/prices`` does (used by settlement when the
+  programme sets ``use_spot_prices``).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from market import fen_to_cny_str
+from market import PriceCsvError, fen_to_cny_str, load_price_csv_rows
 from vpp.errors import InvalidInput
 from vpp.settlement import SettlementService, load_config, parse_month, statement_csv
 
@@ -39,6 +43,12 @@ def add_commands(commands, store_args: ArgsAdder, client_args: ArgsAdder) -> Non
     export.add_argument("--format", choices=["csv", "json"], default="csv", help="output format (default csv)")
     export.add_argument("--enterprise", help="only this enterprise (default: all, plus the park summary in json)")
     export.set_defaults(run=_export)
+    prices = sub.add_parser("prices", help="load spot or day-ahead prices per 15-min interval from a CSV file")
+    store_args(prices)
+    prices.add_argument("--file", required=True, type=Path,
+                        help="CSV with a header: interval_start and price_cny_per_mwh (or price_cny_per_kwh)")
+    prices.add_argument("--source", choices=["spot", "day_ahead"], default="spot", help="price kind (default spot)")
+    prices.set_defaults(run=_prices)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -54,9 +64,9 @@ def _month(text: str) -> str:
 
 
 def _progress(stage: str, done: int, total: int) -> None:
-    """One line on stderr every tenth of the enterprises (long runs only)."""
+    """One line on stderr every tenth of the way (long runs only)."""
     if total >= 20 and (done == total or done % max(1, total // 10) == 0):
-        print(f"{stage}: {done}/{total} enterprises read", file=sys.stderr, flush=True)
+        print(f"{stage}: {done}/{total} read", file=sys.stderr, flush=True)
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -87,19 +97,44 @@ async def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _prices(args: argparse.Namespace) -> int:
+    from vpp.store import open_store
+
+    try:
+        lines = args.file.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ValueError(f"--file {args.file}: cannot read it ({exc.strerror})") from None
+    try:
+        series = load_price_csv_rows(lines)
+    except PriceCsvError as exc:
+        raise ValueError(f"--file {args.file}: {exc}") from None
+    if series.interval_start_utc.size == 0:
+        raise ValueError(f"--file {args.file}: no price rows after the header")
+    async with open_store(args.store, args.data_dir) as store:
+        record = await SettlementService(store).push_prices(series, args.source, "cli")
+    intervals = record["payload"]["intervals"]
+    print(f"{len(intervals)} {args.source} price(s) from {intervals[0][0]} to {intervals[-1][0]} "
+          f"recorded as prices ledger record {record['seq']}")
+    return 0
+
+
 def summary_table(enterprises: Any, park: dict[str, Any]) -> str:
-    """Fixed-width table: enterprise, events, delivered [kWh], payment [CNY], penalties [CNY], net [CNY]."""
-    lines = [f"{'enterprise':<16}{'events':>7}{'delivered kWh':>15}{'payment CNY':>14}{'penalties CNY':>15}{'net CNY':>14}"]
+    """Fixed-width table: enterprise, events, delivered [kWh], payment, penalties, capacity, costs and net [CNY]."""
+    header = (f"{'enterprise':<16}{'events':>7}{'delivered kWh':>15}{'payment CNY':>14}{'penalties CNY':>15}"
+              f"{'capacity CNY':>14}{'costs CNY':>12}{'net CNY':>14}")
+    lines = [header]
     for payload in enterprises:
         total = next(row for row in payload["rows"] if row["kind"] == "total")
         lines.append(
             f"{payload['enterprise_id']:<16}{total['events']:>7}{total['delivered_kwh']:>15.1f}"
             f"{fen_to_cny_str(total['payment_fen']):>14}{fen_to_cny_str(total['penalty_fen']):>15}"
+            f"{fen_to_cny_str(total['capacity_fen']):>14}{fen_to_cny_str(total['cost_fen']):>12}"
             f"{fen_to_cny_str(total['net_fen']):>14}"
         )
     totals = park["totals"]
     lines.append(
         f"{'park':<16}{len(park['events']):>7}{totals['delivered_kwh']:>15.1f}{fen_to_cny_str(totals['payment_fen']):>14}"
-        f"{fen_to_cny_str(totals['penalty_fen']):>15}{fen_to_cny_str(totals['net_fen']):>14}"
+        f"{fen_to_cny_str(totals['penalty_fen']):>15}{fen_to_cny_str(totals['capacity_fen']):>14}"
+        f"{fen_to_cny_str(totals.get('cost_fen', 0)):>12}{fen_to_cny_str(totals['net_fen']):>14}"
     )
     return "\n".join(lines)

@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 from vpp import __version__
 from vpp.api.routes import MONTH_PATTERN
+from vpp.api.settlement_routes import SCHEMAS as SETTLEMENT_SCHEMAS
 from vpp.model import DispatchInstruction, DispatchState, Enterprise, device_json_schema
 
 if TYPE_CHECKING:
@@ -116,6 +117,7 @@ def _components() -> dict:
     schemas.update(_model_schemas(DispatchInstruction, DispatchState, Enterprise))
     schemas["Error"] = _ERROR_SCHEMA
     schemas.update(_BODY_SCHEMAS)
+    schemas.update(SETTLEMENT_SCHEMAS)
     schemas["PlantState"] = _PLANT_SCHEMA
     schemas["DispatchView"] = {
         "type": "object",
@@ -196,7 +198,8 @@ def _operation(route: Route) -> dict:
     if route.response_schema:
         ok["content"] = _json_content(route.response_schema)
     if any(q[0] == "format" for q in route.query):
-        ok["content"] = {"application/json": {"schema": {"type": "object"}}, "text/csv": {"schema": {"type": "string"}}}
+        json_schema = {"$ref": _REF.format(model=route.response_schema)} if route.response_schema else {"type": "object"}
+        ok["content"] = {"application/json": {"schema": json_schema}, "text/csv": {"schema": {"type": "string"}}}
     op["responses"]["200"] = ok
     if route.method == "POST":
         op["responses"]["201"] = {**ok, "description": "created"}

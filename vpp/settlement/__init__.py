@@ -9,13 +9,17 @@
 
 from vpp.settlement.config import (
     DEFAULT_CONFIG_TOML,
+    ParkCost,
     SettlementConfig,
     SettlementConfigError,
+    cny_amount_to_fen,
     config_from_dict,
     load_config,
+    park_cost_from_dict,
 )
 from vpp.settlement.export import statement_csv, statement_rows
 from vpp.settlement.service import (
+    COSTS_LEDGER,
     PRICES_LEDGER,
     SETTLEMENT_LEDGER,
     MonthSettlement,
@@ -27,7 +31,23 @@ from vpp.settlement.service import (
 )
 
 __all__ = [
-    "DEFAULT_CONFIG_TOML", "PRICES_LEDGER", "SETTLEMENT_LEDGER", "MonthSettlement", "RunResult", "SettlementConfig",
-    "SettlementConfigError", "SettlementService", "config_from_dict", "enterprise_capacity_kw", "load_config",
-    "month_bounds", "parse_month", "statement_csv", "statement_rows",
+    "COSTS_LEDGER",
+    "DEFAULT_CONFIG_TOML",
+    "PRICES_LEDGER",
+    "SETTLEMENT_LEDGER",
+    "MonthSettlement",
+    "ParkCost",
+    "RunResult",
+    "SettlementConfig",
+    "SettlementConfigError",
+    "SettlementService",
+    "cny_amount_to_fen",
+    "config_from_dict",
+    "enterprise_capacity_kw",
+    "load_config",
+    "month_bounds",
+    "park_cost_from_dict",
+    "parse_month",
+    "statement_csv",
+    "statement_rows",
 ]

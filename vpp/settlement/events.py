@@ -6,6 +6,17 @@ power ``|delta_kw|`` (delta instructions) or ``|target_kw − baseline_kw|``
 (target instructions, baseline frozen at activation) [kW], and its
 direction: peak shaving when the fleet was asked to rise (load reduced,
 ``delta_kw > 0`` or target above baseline), valley filling otherwise.
+
+Day-ahead or real-time is decided by the notice the park had, not by the
+channel: notice = ``instruction.start − DispatchState.received_at`` (when the
+service accepted it). An instruction received with less notice than the
+programme's ``day_ahead_min_notice_h`` is a real-time event, settled with the
+real-time baseline (Jiangsu: the load in the 15 minutes before control
+starts), because the invitation-based baseline assumes the enterprise learnt
+of the event before the day's load was shaped by it. An instruction stored
+without ``received_at`` (written before the service recorded it) has unknown
+notice: it falls back to its channel, real-time when its source is one of
+``real_time_sources`` (IEC 104 AGC set-points arrive with no notice).
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ from vpp.model import (
     InstructionKind,
 )
 
-__all__ = ["EventSource", "dr_events", "requested_kw"]
+__all__ = ["EventSource", "dr_events", "is_real_time", "notice_s", "requested_kw"]
 
 
 @dataclass(frozen=True)
@@ -34,10 +45,12 @@ class EventSource:
     ----------
     event : the event on one local day [-].
     instruction_id : id of the dispatch instruction [-].
+    notice_s : start − received time; None when the receipt time is unknown [s].
     """
 
     event: DrEvent
     instruction_id: str
+    notice_s: float | None = None
 
 
 def requested_kw(instruction: DispatchInstruction, state: DispatchState) -> float | None:
@@ -49,12 +62,40 @@ def requested_kw(instruction: DispatchInstruction, state: DispatchState) -> floa
     return float(instruction.target_kw - state.baseline_kw)
 
 
+def notice_s(instruction: DispatchInstruction, state: DispatchState) -> float | None:
+    """Notice the park had: instruction start − when the service received it; None when unknown [s]."""
+    if state.received_at is None:
+        return None
+    return (instruction.start - state.received_at).total_seconds()
+
+
+def is_real_time(
+    instruction: DispatchInstruction,
+    state: DispatchState,
+    day_ahead_min_notice_s: float,
+    real_time_sources: frozenset[str],
+) -> bool:
+    """True when the instruction is a real-time event: notice below the day-ahead minimum (see the module doc).
+
+    Parameters
+    ----------
+    instruction, state : the instruction and its stored state [-].
+    day_ahead_min_notice_s : least notice of a day-ahead (invited) event [s].
+    real_time_sources : channels treated as real-time when the notice is unknown [-].
+    """
+    notice = notice_s(instruction, state)
+    if notice is None:
+        return instruction.source in real_time_sources
+    return notice < day_ahead_min_notice_s
+
+
 def dr_events(
     pairs: Sequence[tuple[DispatchInstruction, DispatchState]],
     zone: str,
     programme: str,
     real_time_programme: str,
     real_time_sources: frozenset[str],
+    day_ahead_min_notice_s: float = 12 * 3600.0,
 ) -> list[EventSource]:
     """Events of the completed instructions, one per instruction and local day, in instruction order.
 
@@ -63,8 +104,9 @@ def dr_events(
     pairs : instructions with their states (others than completed are skipped) [-].
     zone : the park's local zone [-].
     programme : programme of day-ahead events [-].
-    real_time_programme : programme of instructions from ``real_time_sources`` [-].
-    real_time_sources : sources settled as real-time events [-].
+    real_time_programme : programme of real-time events (short notice) [-].
+    real_time_sources : channels settled as real-time when an instruction's receipt time is unknown [-].
+    day_ahead_min_notice_s : an instruction received with less notice than this is a real-time event [s].
     """
     local = ZoneInfo(zone)
     events: list[EventSource] = []
@@ -74,13 +116,15 @@ def dr_events(
         signed = requested_kw(instruction, state)
         if signed is None or signed == 0.0:
             continue
-        name = real_time_programme if instruction.source in real_time_sources else programme
+        real_time = is_real_time(instruction, state, day_ahead_min_notice_s, real_time_sources)
+        name = real_time_programme if real_time else programme
         direction = "peak_shaving" if signed > 0 else "valley_filling"
         pieces = _day_pieces(instruction.start.astimezone(local), instruction.end.astimezone(local))
+        notice = notice_s(instruction, state)
         for day, first, end in pieces:
             event_id = instruction.id if len(pieces) == 1 else f"{instruction.id}@{day.isoformat()}"
             window = EventWindow(day, first, end)
-            events.append(EventSource(DrEvent(event_id, name, window, direction, abs(signed)), instruction.id))
+            events.append(EventSource(DrEvent(event_id, name, window, direction, abs(signed)), instruction.id, notice))
     return events
 
 

@@ -13,7 +13,16 @@ A thin async shell around the pure market core:
    (``corrects`` = the sequence number of the record it replaces).
 
 Spot prices pushed through the API are kept as records of the ledger
-``prices`` (append-only, the latest upload of an interval wins).
+``prices`` (append-only, the latest upload of an interval wins). Park costs
+("who benefits, bears": a platform fee, an ancillary-service charge) come from
+the configuration's ``[[costs]]`` and from the ledger ``park_costs`` (posted by
+the park administrator; a correction replaces the record it corrects); each is
+shared by its benefit key (:func:`market.benefit_weights`) to the fen.
+
+Two readers asking at once for a month nobody has recorded yet both compute
+it, but the statements are appended with a compare-and-append
+(:meth:`Store.append_ledger_if`): the second finds the head moved, reads what
+the first wrote, sees the same numbers and writes nothing.
 """
 
 from __future__ import annotations
@@ -32,11 +41,12 @@ from market import (
     EventSettlement,
     PriceSeries,
     StatementRow,
+    allocate_costs,
     capacity_payment_fen,
     month_statement,
     settle_events,
 )
-from market.baselines import INTERVALS_PER_DAY
+from market.baselines import INTERVAL_H, INTERVALS_PER_DAY
 from vpp.chain import canonical_json
 from vpp.errors import InvalidInput
 from vpp.model import (
@@ -47,12 +57,13 @@ from vpp.model import (
     InterruptibleLoad,
     ShiftableLoad,
 )
-from vpp.settlement.config import SettlementConfig, load_config
+from vpp.settlement.config import ParkCost, SettlementConfig, load_config
 from vpp.settlement.events import EventSource, dr_events
 from vpp.settlement.meters import missing_ranges, net_load_kw
 from vpp.store.base import Store
 
 __all__ = [
+    "COSTS_LEDGER",
     "PRICES_LEDGER",
     "SETTLEMENT_LEDGER",
     "MonthSettlement",
@@ -68,6 +79,15 @@ SETTLEMENT_LEDGER = "settlement"
 
 PRICES_LEDGER = "prices"
 """Ledger of pushed spot / day-ahead prices."""
+
+COSTS_LEDGER = "park_costs"
+"""Ledger of park costs posted by the administrator."""
+
+METERS_PER_QUERY = 100
+"""Meters whose readings one bulk query fetches: bounds the readings held at once [-]."""
+
+_APPEND_ATTEMPTS = 20
+"""Compare-and-append attempts before giving up on a ledger other writers keep moving [-]."""
 
 Progress = Callable[[str, int, int], None]
 """Called as ``progress(stage, done, total)`` during long runs."""
@@ -125,6 +145,12 @@ class _Inputs:
     capacity_kw: np.ndarray  # (E,)
     events: list[EventSource]  # every completed instruction in the span
     history_event_dates: np.ndarray
+    costs: tuple[ParkCost, ...] = ()  # park costs of the month
+
+    def consumption_kwh(self) -> np.ndarray:
+        """Grid consumption per enterprise in the month: positive net load of the measured intervals [kWh]."""
+        month = self.load_kw[:, self.month_days].reshape(len(self.enterprise_ids), -1)
+        return np.nansum(np.maximum(month, 0.0), axis=1) * INTERVAL_H
 
 
 @dataclass(frozen=True)
@@ -186,23 +212,22 @@ class SettlementService:
         self.config = config or load_config()
         self._now = now or (lambda: datetime.now(UTC))
 
+    def is_closed(self, month: str) -> bool:
+        """True when ``month`` is over by the service's clock (its statements are recorded, not provisional)."""
+        return month_bounds(month, self.config.zone)[1] <= self._now()
+
     # -- reading ------------------------------------------------------------
 
     async def latest(self, month: str) -> dict[tuple[str, str], dict[str, Any]]:
         """Latest record per (kind, enterprise id or "") of ``month`` in the settlement ledger."""
-        found: dict[tuple[str, str], dict[str, Any]] = {}
-        for record in await self.store.ledger_records(SETTLEMENT_LEDGER):
-            payload = record.get("payload", {})
-            if payload.get("month") == month:
-                found[_key(payload)] = record
-        return found
+        return _latest_of(await self.store.ledger_records(SETTLEMENT_LEDGER), month)
 
     async def statements(self, month: str) -> tuple[bool, dict[tuple[str, str], dict[str, Any]]]:
         """Latest statements of ``month`` by (kind, enterprise id or ""), computed and recorded if any is missing.
 
         Returns ``(provisional, entries)`` with entries ``{"record": ledger record or None, "payload": ...}``.
         A month not over yet is computed and returned unrecorded (``provisional``); ``InvalidInput`` naming
-        ``month`` for a month that has not begun.
+        ``month`` for a month that has not begun. Concurrent first reads record one set of statements.
         """
         start, end = month_bounds(month, self.config.zone)
         now = self._now()
@@ -228,22 +253,64 @@ class SettlementService:
     async def run(self, month: str, progress: Progress | None = None) -> RunResult:
         """Compute ``month`` and append what changed to the settlement ledger (new records or corrections).
 
+        The append is a compare-and-append on the head read with the latest
+        statements: when another writer appended in between, the difference is
+        taken again against what it wrote (nothing is written twice).
         Raises ``InvalidInput`` for a month that is not over: statements are recorded for closed months only.
         """
         _, end = month_bounds(month, self.config.zone)
         if end > self._now():
             raise InvalidInput("month", f"'{month}' is not over yet; statements are recorded for closed months")
         settlement = await self.compute(month, progress)
-        latest = await self.latest(month)
-        payloads, corrects = [], []
-        for payload in settlement.payloads():
-            previous = latest.get(_key(payload))
-            if previous is not None and previous["payload"].get("statement_digest") == payload["statement_digest"]:
-                continue
-            payloads.append(payload)
-            corrects.append(None if previous is None else int(previous["seq"]))
-        written = await self.store.append_ledger(SETTLEMENT_LEDGER, payloads, corrects) if payloads else []
-        return RunResult(settlement, written, len(settlement.payloads()) - len(payloads))
+        for _ in range(_APPEND_ATTEMPTS):
+            records = await self.store.ledger_records(SETTLEMENT_LEDGER)
+            payloads, corrects = _changes(settlement, _latest_of(records, month))
+            if not payloads:
+                return RunResult(settlement, [], len(settlement.payloads()))
+            head = records[-1]["hash"] if records else None
+            written = await self.store.append_ledger_if(SETTLEMENT_LEDGER, payloads, head, corrects)
+            if written is not None:
+                return RunResult(settlement, written, len(settlement.payloads()) - len(payloads))
+        raise RuntimeError(f"the {SETTLEMENT_LEDGER} ledger kept moving; {month} not recorded after {_APPEND_ATTEMPTS} attempts")
+
+    # -- costs ---------------------------------------------------------------
+
+    async def post_cost(self, cost: ParkCost, posted_by: str, corrects: int | None = None) -> dict[str, Any]:
+        """Record a park cost in the ``park_costs`` ledger; ``corrects`` = seq of the cost record it replaces.
+
+        Raises ``InvalidInput`` naming ``corrects`` when it names no cost record, or one already corrected
+        (checked and appended with a compare-and-append, so two corrections of one record cannot both land).
+        """
+        payload = {
+            "kind": "park_cost",
+            "month": cost.month,
+            "cost_kind": cost.kind,
+            "amount_fen": cost.amount_fen,
+            "benefit_key": cost.benefit_key,
+            "note": cost.note,
+            "posted_by": posted_by,
+            "posted_at": self._now().isoformat(),
+        }
+        for _ in range(_APPEND_ATTEMPTS):
+            records = await self.store.ledger_records(COSTS_LEDGER)
+            if corrects is not None:
+                _check_correctable(records, corrects)
+            head = records[-1]["hash"] if records else None
+            written = await self.store.append_ledger_if(COSTS_LEDGER, [payload], head, [corrects])
+            if written is not None:
+                return written[0]
+        raise RuntimeError(f"the {COSTS_LEDGER} ledger kept moving; cost not recorded after {_APPEND_ATTEMPTS} attempts")
+
+    async def costs(self, month: str) -> tuple[ParkCost, ...]:
+        """Park costs of ``month``: the configured ones, then the posted ones in record order (corrections applied)."""
+        records = await self.store.ledger_records(COSTS_LEDGER)
+        replaced = {r["corrects"] for r in records if r.get("corrects") is not None}
+        posted = tuple(
+            ParkCost(p["month"], p["cost_kind"], int(p["amount_fen"]), p["benefit_key"], p.get("note", ""), f"{COSTS_LEDGER}#{r['seq']}")
+            for r in records
+            if r["seq"] not in replaced and (p := r["payload"]).get("kind") == "park_cost" and p.get("month") == month
+        )
+        return tuple(c for c in self.config.costs if c.month == month) + posted
 
     # -- prices --------------------------------------------------------------
 
@@ -278,20 +345,19 @@ class SettlementService:
         days = round((month_end - span_start).total_seconds() / 86400)
         if (month_end - span_start).total_seconds() != days * 86400:
             raise ValueError(f"zone {self.config.zone} changes its UTC offset in {month}; settlement needs a fixed offset")
-        enterprises = await self.store.list_enterprises()
-        ids = [e.id for e in enterprises]
-        load = np.full((len(ids), days * INTERVALS_PER_DAY), np.nan)
-        capacity = np.zeros(len(ids))
-        for e, enterprise_id in enumerate(ids):
-            load[e] = await self._enterprise_load(enterprise_id, span_start, month_end, days * INTERVALS_PER_DAY)
-            capacity[e] = enterprise_capacity_kw(await self.store.list_devices(enterprise_id))
-            if progress is not None:
-                progress("meters", e + 1, len(ids))
+        ids = [e.id for e in await self.store.list_enterprises()]
+        load = await self._park_load(ids, span_start, month_end, days * INTERVALS_PER_DAY, progress)
+        devices: dict[str, list[Device]] = {}
+        for device in await self.store.list_devices():
+            devices.setdefault(device.enterprise_id, []).append(device)
+        capacity = np.array([enterprise_capacity_kw(devices.get(eid, [])) for eid in ids], dtype=np.float64)
         local_first = span_start.astimezone(ZoneInfo(self.config.zone)).date()
         dates = np.datetime64(local_first, "D") + np.arange(days)
         c = self.config
         pairs = await self.store.list_instructions([DispatchStatus.COMPLETED])
-        events = dr_events(pairs, c.zone, c.programme.name, c.real_time_programme.name, c.real_time_sources)
+        events = dr_events(
+            pairs, c.zone, c.programme.name, c.real_time_programme.name, c.real_time_sources, c.day_ahead_min_notice_s
+        )
         in_span = [s for s in events if dates[0] <= np.datetime64(s.event.window.date, "D") <= dates[-1]]
         history = days - (month_end - month_start).days
         return _Inputs(
@@ -306,18 +372,32 @@ class SettlementService:
             history_event_dates=np.array(
                 [np.datetime64(s.event.window.date, "D") for s in in_span], dtype="datetime64[D]"
             ),
+            costs=await self.costs(month),
         )
 
-    async def _enterprise_load(self, enterprise_id: str, start: datetime, end: datetime, intervals: int) -> np.ndarray:
-        """Net load of an enterprise: the sum over its grid meters, NaN where any is missing [kW]."""
-        meters = [m for m in await self.store.list_meters(enterprise_id) if m.purpose == "grid"]
-        if not meters:
-            return np.full(intervals, np.nan)
-        total = np.zeros(intervals)
-        for meter in meters:
-            readings = await self.store.meter_readings(meter.id, start, end + timedelta(seconds=self.config.max_reading_gap_s + 1))
-            total += net_load_kw(readings, start, intervals, self.config.max_reading_gap_s)
-        return total
+    async def _park_load(
+        self, ids: list[str], start: datetime, end: datetime, intervals: int, progress: Progress | None
+    ) -> np.ndarray:
+        """Net load per enterprise, shape (E, intervals): the sum over its grid meters, NaN where any is missing [kW].
+
+        Readings are fetched with :meth:`Store.meter_readings_many`, :data:`METERS_PER_QUERY` meters a query.
+        """
+        row = {eid: e for e, eid in enumerate(ids)}
+        meters = [m for m in await self.store.list_meters() if m.purpose == "grid" and m.enterprise_id in row]
+        load = np.full((len(ids), intervals), np.nan)
+        metered = np.zeros(len(ids), dtype=bool)
+        reach = end + timedelta(seconds=self.config.max_reading_gap_s + 1)  # the reading bracketing the last boundary
+        for first in range(0, len(meters), METERS_PER_QUERY):
+            batch = meters[first:first + METERS_PER_QUERY]
+            readings = await self.store.meter_readings_many([m.id for m in batch], start, reach)
+            for meter in batch:
+                e = row[meter.enterprise_id]
+                series = net_load_kw(readings[meter.id], start, intervals, self.config.max_reading_gap_s)
+                load[e] = series if not metered[e] else load[e] + series
+                metered[e] = True
+            if progress is not None:
+                progress("meters", min(first + METERS_PER_QUERY, len(meters)), len(meters))
+        return load
 
 
 # -------------------------------------------------------------- computing ----
@@ -326,6 +406,38 @@ class SettlementService:
 def _key(payload: Mapping[str, Any]) -> tuple[str, str]:
     """Identity of a statement in the ledger within its month: (kind, enterprise id or "")."""
     return str(payload.get("kind", "")), str(payload.get("enterprise_id") or "")
+
+
+def _check_correctable(records: Sequence[Mapping[str, Any]], corrects: int) -> None:
+    """``InvalidInput`` naming ``corrects`` unless it is the seq of a park cost record nobody corrected yet."""
+    if not 0 <= corrects < len(records) or records[corrects]["payload"].get("kind") != "park_cost":
+        raise InvalidInput("corrects", f"{corrects} is not the sequence number of a park cost record")
+    if any(r.get("corrects") == corrects for r in records):
+        raise InvalidInput("corrects", f"record {corrects} has been corrected already; correct the newest record")
+
+
+def _latest_of(records: Sequence[Mapping[str, Any]], month: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """Latest record per statement identity of ``month`` among settlement ledger records."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for record in records:
+        payload = record.get("payload", {})
+        if payload.get("month") == month:
+            found[_key(payload)] = dict(record)
+    return found
+
+
+def _changes(
+    settlement: MonthSettlement, latest: Mapping[tuple[str, str], Mapping[str, Any]]
+) -> tuple[list[dict[str, Any]], list[int | None]]:
+    """Payloads whose numbers differ from the latest recorded, and the seq each corrects (None = new)."""
+    payloads, corrects = [], []
+    for payload in settlement.payloads():
+        previous = latest.get(_key(payload))
+        if previous is not None and previous["payload"].get("statement_digest") == payload["statement_digest"]:
+            continue
+        payloads.append(payload)
+        corrects.append(None if previous is None else int(previous["seq"]))
+    return payloads, corrects
 
 
 def _settle(inputs: _Inputs, config: SettlementConfig, prices: Mapping[int, float]) -> MonthSettlement:
@@ -339,14 +451,38 @@ def _settle(inputs: _Inputs, config: SettlementConfig, prices: Mapping[int, floa
     settlements = settle_events([s.event for s in sources], programmes, inputs.load_kw, calendar, inputs.capacity_kw)
     rule = config.programme.payment
     capacity_total, capacity_fen = capacity_payment_fen(inputs.capacity_kw, rule.capacity_price_cny_per_kw_month)
-    rows = month_statement(inputs.month, inputs.enterprise_ids, settlements, capacity_fen=capacity_fen)
+    costs = _cost_shares(inputs, settlements)
+    rows = month_statement(
+        inputs.month, inputs.enterprise_ids, settlements, capacity_fen=capacity_fen,
+        costs=[(_cost_note(cost, used), share) for cost, used, share in costs],
+    )
     digests = _input_digests(inputs, config, sources)
     enterprises = {
         eid: _enterprise_payload(inputs, config, e, [r for r in rows if r.enterprise_id == eid], digests[e])
         for e, eid in enumerate(inputs.enterprise_ids)
     }
-    park = _park_payload(inputs, config, sources, settlements, capacity_total, enterprises, digests)
+    park = _park_payload(inputs, config, sources, settlements, capacity_total, costs, enterprises, digests)
     return MonthSettlement(inputs.month, enterprises, park)
+
+
+def _cost_shares(inputs: _Inputs, settlements: Sequence[EventSettlement]) -> list[tuple[ParkCost, str, np.ndarray]]:
+    """(cost, benefit key used, share per enterprise [fen]) of each park cost of the month."""
+    if not inputs.costs:
+        return []
+    revenue = np.zeros(len(inputs.enterprise_ids), dtype=np.int64)
+    for settlement in settlements:
+        revenue += settlement.enterprise_payment_fen
+    shares, used = allocate_costs(
+        [c.amount_fen for c in inputs.costs], [c.benefit_key for c in inputs.costs],
+        revenue, inputs.consumption_kwh(), inputs.capacity_kw,
+    )
+    return [(cost, key, shares[c]) for c, (cost, key) in enumerate(zip(inputs.costs, used))]
+
+
+def _cost_note(cost: ParkCost, used: str) -> str:
+    """What a cost row is: its kind, its note, the benefit key it was shared by (and the one asked for if it fell back)."""
+    key = used if used == cost.benefit_key else f"{used} ({cost.benefit_key} was all zero)"
+    return f"{cost.kind}" + (f": {cost.note}" if cost.note else "") + f"; shared by {key}"
 
 
 def _spot_price(source: EventSource, zone: str, prices: Mapping[int, float]) -> float | None:
@@ -366,6 +502,7 @@ def _input_digests(inputs: _Inputs, config: SettlementConfig, sources: Sequence[
         "config": config.digest,
         "events": [_event_json(s) for s in sources],
         "enterprises": inputs.enterprise_ids,
+        "costs": [asdict(c) for c in inputs.costs],
     })
     digests = []
     for e in range(len(inputs.enterprise_ids)):
@@ -388,6 +525,7 @@ def _event_json(source: EventSource) -> dict[str, Any]:
         "direction": event.direction,
         "requested_kw": round(event.requested_kw, 3),
         "price_cny_per_kwh": event.price_cny_per_kwh,
+        "notice_min": None if source.notice_s is None else round(source.notice_s / 60.0, 2),
     }
 
 
@@ -435,6 +573,7 @@ def _park_payload(
     sources: Sequence[EventSource],
     settlements: Sequence[EventSettlement],
     capacity_total_fen: int,
+    costs: Sequence[tuple[ParkCost, str, np.ndarray]],
     enterprises: Mapping[str, dict[str, Any]],
     digests: Sequence[str],
 ) -> dict[str, Any]:
@@ -452,7 +591,8 @@ def _park_payload(
     ]
     totals = {key: sum(e[key] for e in events) for key in ("payment_fen", "penalty_fen")}
     totals["capacity_fen"] = capacity_total_fen
-    totals["net_fen"] = totals["payment_fen"] + totals["capacity_fen"] - totals["penalty_fen"]
+    totals["cost_fen"] = sum(cost.amount_fen for cost, _, _ in costs)
+    totals["net_fen"] = totals["payment_fen"] + totals["capacity_fen"] - totals["penalty_fen"] - totals["cost_fen"]
     _check_adds_up(totals, enterprises)
     body = {
         "kind": "park_summary",
@@ -461,6 +601,18 @@ def _park_payload(
         "programme": config.programme.name,
         "enterprises": list(inputs.enterprise_ids),
         "events": events,
+        "costs": [
+            {
+                "kind": cost.kind,
+                "amount_fen": cost.amount_fen,
+                "benefit_key": cost.benefit_key,
+                "benefit_key_used": used,
+                "note": cost.note,
+                "source": cost.source,
+                "enterprises_bearing": int((share > 0).sum()),
+            }
+            for cost, used, share in costs
+        ],
         "totals": totals | {
             "requested_kwh": round(sum(s.requested_kwh for s in settlements), 3),
             "delivered_kwh": round(sum(s.delivered_kwh for s in settlements), 3),
@@ -472,7 +624,7 @@ def _park_payload(
 
 def _check_adds_up(totals: Mapping[str, int], enterprises: Mapping[str, dict[str, Any]]) -> None:
     """The enterprise totals must add up to the park's to the fen; RuntimeError naming the amount otherwise."""
-    for key in ("payment_fen", "penalty_fen", "capacity_fen", "net_fen"):
+    for key in ("payment_fen", "penalty_fen", "capacity_fen", "cost_fen", "net_fen"):
         shares = sum(row[key] for p in enterprises.values() for row in p["rows"] if row["kind"] == "total")
         if shares != totals[key]:
             raise RuntimeError(f"enterprise {key} add up to {shares}, the park's is {totals[key]}")

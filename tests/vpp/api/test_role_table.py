@@ -65,6 +65,9 @@ def examples(plant, callers: Callers) -> dict[tuple[str, str], Example]:
         ("POST", "/api/v1/market/prices"): Example(
             frozenset({201}), body=[{"interval_start": "2026-07-01T00:00:00Z", "price_cny_per_mwh": 350.0}]
         ),
+        ("POST", "/api/v1/park/costs"): Example(
+            frozenset({201}), body={"month": MONTH, "kind": "platform_fee", "amount_cny": "120.50", "benefit_key": "consumption"}
+        ),
         ("GET", "/api/v1/enterprises/{enterprise_id}/carbon"): Example(not_recorded, {"month": MONTH}),
         ("GET", "/api/v1/park/carbon"): Example(not_recorded, {"month": MONTH}),
         ("POST", "/api/v1/enterprises/{enterprise_id}/certificates/transfer"): Example(

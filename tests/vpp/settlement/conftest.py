@@ -8,24 +8,35 @@ No service loop runs.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from adapters.simulator import SimulatorAdapter
 from simulators.park import ParkSpec, build_park
 from simulators.sim import SimulatedPark
+from tests.redis_support import drop_namespace, redis_url
+from tests.vpp.harness import SETTINGS
+from vpp.api.app import make_app
+from vpp.auth import create_token
+from vpp.clock import ManualClock
 from vpp.model import (
     Battery,
     DispatchInstruction,
     DispatchState,
     DispatchStatus,
     MeterReading,
+    Role,
     Setpoint,
 )
+from vpp.service import PlantService
 from vpp.settlement import SettlementConfig, SettlementService, config_from_dict
-from vpp.store import SqliteStore
+from vpp.store import RedisStore, SqliteStore, Store
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 SIM_START = datetime(2026, 6, 24, tzinfo=SHANGHAI).astimezone(UTC)
@@ -42,10 +53,11 @@ def local(day: int, hour: int, minute: int = 0, month: int = 7) -> datetime:
 
 @dataclass(frozen=True)
 class PlannedEvent:
-    """An instruction and the battery power the simulated park holds in its window."""
+    """An instruction, the battery power the simulated park holds in its window, and the notice it came with."""
 
     instruction: DispatchInstruction
     battery_fraction: float  # of rating, + = discharge (generator convention)
+    notice: timedelta | None = timedelta(hours=20)  # start − received; None = receipt time unknown
 
 
 EVENTS = (
@@ -54,10 +66,11 @@ EVENTS = (
     PlannedEvent(DispatchInstruction(id="dr-0722", kind="delta", start=local(22, 15), end=local(22, 16), delta_kw=1200.0), 0.9),
     # Valley filling at night (load raised).
     PlannedEvent(DispatchInstruction(id="vf-0716", kind="delta", start=local(16, 2), end=local(16, 3), delta_kw=-600.0), -0.6),
-    # Real-time (IEC 104) peak shaving with short notice.
+    # Real-time peak shaving: received five minutes before control starts.
     PlannedEvent(
-        DispatchInstruction(id="rt-0728", kind="delta", start=local(28, 10), end=local(28, 10, 45), delta_kw=800.0, source="iec104"),
+        DispatchInstruction(id="rt-0728", kind="delta", start=local(28, 10), end=local(28, 10, 45), delta_kw=800.0),
         0.8,
+        timedelta(minutes=5),
     ),
 )
 
@@ -98,12 +111,13 @@ def completed_state(event: PlannedEvent) -> DispatchState:
         instruction_id=event.instruction.id,
         status=DispatchStatus.COMPLETED,
         updated_at=event.instruction.end,
+        received_at=None if event.notice is None else event.instruction.start - event.notice,
         requested_kw=event.instruction.delta_kw,
         message="window ended",
     )
 
 
-async def seed_store(store: SqliteStore, month: SimulatedMonth, readings: list[MeterReading] | None = None) -> None:
+async def seed_store(store: Store, month: SimulatedMonth, readings: list[MeterReading] | None = None) -> None:
     """Enterprises, meters, devices, readings and completed instructions into an opened store."""
     for enterprise in month.spec.enterprises:
         await store.put_enterprise(enterprise)
@@ -124,10 +138,25 @@ def programme_config(**payment: object) -> SettlementConfig:
     })
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+async def store_factory(request, tmp_path) -> AsyncIterator[Callable[[], Store]]:
+    """Builds unopened stores of one backend sharing one data set (one file / one Redis namespace)."""
+    if request.param == "sqlite":
+        path = tmp_path / "vpp.sqlite3"
+        yield lambda: SqliteStore(path)
+        return
+    url, namespace = redis_url(), f"test-settlement-{uuid.uuid4().hex}"
+    await drop_namespace(url, namespace)  # fails the test, with a clear message, when Redis does not answer
+    try:
+        yield lambda: RedisStore(url, namespace=namespace)
+    finally:
+        await drop_namespace(url, namespace)
+
+
 @pytest.fixture
-async def settled_store(tmp_path, simulated_month):
-    """An opened SQLite store seeded with the simulated month."""
-    store = SqliteStore(tmp_path / "vpp.sqlite3")
+async def settled_store(store_factory, simulated_month):
+    """An opened store (SQLite, then Redis) seeded with the simulated month."""
+    store = store_factory()
     await store.open()
     await seed_store(store, simulated_month)
     yield store
@@ -138,3 +167,35 @@ async def settled_store(tmp_path, simulated_month):
 def settlement(settled_store) -> SettlementService:
     """Settlement over the seeded store, its clock after July."""
     return SettlementService(settled_store, programme_config(), now=lambda: AFTER_JULY)
+
+
+@pytest.fixture
+async def api(settled_store, simulated_month, monkeypatch, tmp_path):
+    """The app over the seeded store on loopback, its clock after July; yields (client, tokens, store)."""
+    config = tmp_path / "programme.toml"
+    config.write_text("[programme]\nhistory_days = 7\n")
+    monkeypatch.setenv("VPP_SETTLEMENT_CONFIG", str(config))
+    clock = ManualClock(AFTER_JULY)
+    park = SimulatedPark(simulated_month.spec, start=AFTER_JULY, seed=SEED)
+    service = PlantService(settled_store, {"simulator": SimulatorAdapter(park, clock)}, clock, settings=SETTINGS)
+    await service.load()
+    tokens = {
+        role: await create_token(settled_store, Role(role), None, AFTER_JULY) for role in ("grid", "admin")
+    } | {
+        "e01": await create_token(settled_store, Role.ENTERPRISE, "e01", AFTER_JULY),
+    }
+    client = TestClient(TestServer(make_app(service), host="127.0.0.1"))
+    await client.start_server()
+    yield client, tokens, settled_store
+    await client.close()
+    await service.stop()
+
+
+def auth(token: str) -> dict[str, str]:
+    """The Authorization header of a bearer token."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+def total_row(payload: dict) -> dict:
+    """The total row of an enterprise statement payload."""
+    return next(row for row in payload["rows"] if row["kind"] == "total")

@@ -6,39 +6,9 @@ import csv
 import io
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from adapters.simulator import SimulatorAdapter
-from simulators.sim import SimulatedPark
-from tests.vpp.harness import SETTINGS
-from tests.vpp.settlement.conftest import AFTER_JULY, MONTH, SEED
-from vpp.api.app import make_app
-from vpp.auth import create_token
-from vpp.clock import ManualClock
-from vpp.model import Role
-from vpp.service import PlantService
+from tests.vpp.settlement.conftest import MONTH
 from vpp.settlement import PRICES_LEDGER, SETTLEMENT_LEDGER
-
-
-@pytest.fixture
-async def api(settled_store, simulated_month, monkeypatch, tmp_path):
-    config = tmp_path / "programme.toml"
-    config.write_text("[programme]\nhistory_days = 7\n")
-    monkeypatch.setenv("VPP_SETTLEMENT_CONFIG", str(config))
-    clock = ManualClock(AFTER_JULY)
-    park = SimulatedPark(simulated_month.spec, start=AFTER_JULY, seed=SEED)
-    service = PlantService(settled_store, {"simulator": SimulatorAdapter(park, clock)}, clock, settings=SETTINGS)
-    await service.load()
-    tokens = {
-        role: await create_token(settled_store, Role(role), None, AFTER_JULY) for role in ("grid", "admin")
-    } | {
-        "e01": await create_token(settled_store, Role.ENTERPRISE, "e01", AFTER_JULY),
-    }
-    client = TestClient(TestServer(make_app(service), host="127.0.0.1"))
-    await client.start_server()
-    yield client, tokens, settled_store
-    await client.close()
-    await service.stop()
 
 
 def _auth(token: str) -> dict:

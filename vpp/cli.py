@@ -17,7 +17,7 @@ from pathlib import Path
 
 import aiohttp
 
-from vpp import carbon_cli, settlement_cli
+from vpp import carbon_cli, market_cli, settlement_cli
 from vpp.errors import VppError
 from vpp.logs import configure_logging
 from vpp.model import Role
@@ -72,6 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--mqtt-port", type=int, default=1883, help="MQTT broker port (default 1883)")
     serve.add_argument("--mqtt-prefix", default="vpp", help="first topic level of the demo's MQTT topics (default vpp)")
     serve.add_argument("--iec104-port", type=int, default=2404, help="IEC 104 outstation port for --protocols (0: a free one)")
+    serve.add_argument(
+        "--role", default=os.environ.get("VPP_ROLE", "all"), choices=["all", "api", "ingest", "dispatch"],
+        help="part of the plant this process runs (default all: everything in one process); api, ingest and dispatch "
+             "share a Redis --store, see docs/scale-out.md (or $VPP_ROLE)",
+    )
+    serve.add_argument("--lease", type=float, default=10.0,
+                       help="--role dispatch: leader lock lease; a dead leader is replaced after it (default 10) [s]")
+    serve.add_argument("--partitions", type=int, default=4,
+                       help="ingest partitions of a new Redis namespace (fixed by the first process; default 4)")
+    serve.add_argument("--claim-idle", type=float, default=10.0,
+                       help="--role ingest: take over telemetry another worker left unacknowledged this long (default 10) [s]")
+    serve.add_argument("--name", default=None, help="this process's name as lock holder / consumer (default host:pid:random)")
 
     token = commands.add_parser("token", help="manage API tokens")
     token_commands = token.add_subparsers(dest="token_command", required=True)
@@ -114,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     _store_args(verify)
     verify.add_argument("--ledger", action="append", help="ledger name (repeatable; default: every ledger)")
 
-    for module in (settlement_cli, carbon_cli):
+    for module in (settlement_cli, carbon_cli, market_cli):
         module.add_commands(commands, _store_args, _client_args)
     return parser
 
@@ -272,6 +284,26 @@ async def _ledger_verify(args: argparse.Namespace) -> int:
     return 1 if broken else 0
 
 
+def _check_role(args: argparse.Namespace) -> None:
+    """Refuse role options that cannot work together, before anything starts."""
+    if args.role == "all":
+        return
+    if args.role not in ("api", "ingest", "dispatch"):
+        raise CliError(f"--role {args.role!r} (or $VPP_ROLE): use all, api, ingest or dispatch")
+    scheme = (args.store or "").split(":", 1)[0].lower()
+    if scheme not in ("redis", "rediss", "unix"):
+        raise CliError(
+            f"--role {args.role} shares the plant with other processes through Redis: pass --store redis://host:port/db "
+            "(with SQLite only --role all runs)"
+        )
+    if args.protocols:
+        raise CliError("--protocols runs only with --role all (the protocol demo is one process)")
+    if args.speed != 1.0:
+        raise CliError(f"--speed {args.speed}: processes of a scaled-out plant share real time; only --speed 1 runs with --role {args.role}")
+    if args.lease <= 0 or args.claim_idle <= 0 or args.partitions < 1:
+        raise CliError("--lease and --claim-idle must be positive and --partitions at least 1")
+
+
 async def _run(args: argparse.Namespace) -> int:
     if getattr(args, "run", None) is not None:  # commands registered by feature modules
         return await args.run(args)
@@ -280,6 +312,7 @@ async def _run(args: argparse.Namespace) -> int:
     if args.command == "serve":
         from vpp.server import serve
 
+        _check_role(args)
         return await serve(args)
     if args.command == "token":
         commands = {"create": _token_create, "list": _token_list, "revoke": _token_revoke}

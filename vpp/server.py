@@ -108,6 +108,10 @@ async def serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)  # first: a signal during start-up still shuts down cleanly
+    if getattr(args, "role", "all") != "all":
+        from vpp.cluster import serve_role
+
+        return await serve_role(args, stop)  # one part of a scaled-out plant (docs/scale-out.md)
     network = load_network(args.network) if args.network else None  # before anything starts: a bad file stops here
     args.data_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(args.store, args.data_dir)

@@ -11,6 +11,12 @@
   active, the fleet follows the day-ahead schedule (``schedule_step``).
 
 Tests drive ``poll_telemetry`` and ``control_step`` directly with a manual clock.
+
+Scaled out (``vpp.cluster``), the dispatch leader runs this service with a
+``fence`` (every set-point and state write carries its fencing token and is
+refused once another process leads), a ``telemetry_sink`` (samples go to the
+ingest streams for the ingest workers) and ``shared_store`` (instructions and
+devices other processes put in the store are picked up every step).
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -32,7 +39,7 @@ from market.tariff import TouTariff, default_tariff
 from vpp.aggregator import FleetSnapshot, build_snapshot, device_rows, plant_state
 from vpp.clock import Clock
 from vpp.envelope import plant_envelope
-from vpp.errors import Conflict, InvalidInput, NotFound
+from vpp.errors import Conflict, InvalidInput, NotFound, VppError
 from vpp.execution import StepPlan, allowed_devices, baseline_array, plan_step
 from vpp.metrics import Metrics
 from vpp.model import (
@@ -88,6 +95,23 @@ class ServiceSettings:
     rebound_fraction: float = 0.3  # curtailed energy an interruptible load takes back in the next hour [unitless]
     emission_factor_kg_per_kwh: float = 0.0  # grid factor the schedule prices carbon with [kgCO2/kWh]
     carbon_price_cny_per_t: float = 0.0  # [CNY/tCO2]; 0 leaves carbon out of the schedule
+    # Other processes (API replicas) write instructions and devices into the store: read them every
+    # control step (instructions) and every device_refresh_s (devices). Off in a single process.
+    shared_store: bool = False
+    device_refresh_s: float = 10.0  # [s]
+
+
+class Fence(Protocol):
+    """Writes of a dispatch leader stamped with its fencing token (``vpp.leader.Fence``); each raises when fenced out."""
+
+    async def setpoints(self, setpoints: Sequence[Setpoint]) -> int: ...
+
+    async def state(self, state: DispatchState) -> None: ...
+
+    async def live(self, fields: Mapping[str, Any]) -> None: ...
+
+
+TelemetrySink = Callable[[Sequence[TelemetrySample]], Awaitable[None]]
 
 
 @dataclass
@@ -110,6 +134,22 @@ class _AdapterHealth:
     retry_at: float = 0.0  # monotonic time of the next reconnect attempt [s]
 
 
+async def store_instruction(
+    store: Store, instruction: DispatchInstruction, now: datetime
+) -> tuple[DispatchInstruction, bool, DispatchState]:
+    """Store a new instruction, pending (or cancelled when its window is already over), before anyone is told.
+
+    Returns ``(stored, created, state)``; a repeated id returns what was stored first and writes nothing.
+    """
+    state = DispatchState(instruction_id=instruction.id, status=DispatchStatus.PENDING, updated_at=now, received_at=now)
+    stored, created = await store.put_instruction(instruction, state)
+    if created and instruction.end <= now:
+        # Stored so the id stays taken, but there is nothing left to do.
+        state = state.model_copy(update={"status": DispatchStatus.CANCELLED, "message": "window already over when received"})
+        await store.put_dispatch_state(state)
+    return stored, created, state
+
+
 class PlantService:
     """Runs the plant: owns the adapters, the live state and the active instruction."""
 
@@ -122,8 +162,14 @@ class PlantService:
         settings: ServiceSettings | None = None,
         network: NetworkConfig | None = None,
         grid_links: Sequence[GridLink] = (),
+        fence: Fence | None = None,
+        telemetry_sink: TelemetrySink | None = None,
     ) -> None:
         self.store = store
+        self.fence = fence
+        """When set, set-points, instruction states and live state are written through it (fenced), set-points before the adapters get them."""
+        self.telemetry_sink = telemetry_sink
+        """Where samples read from adapters go; default ``store.append_telemetry``."""
         self.adapters = dict(adapters)
         self.grid_links = list(grid_links)
         """Grid-side protocol endpoints (OpenADR VEN, IEC 104 outstation), started after the loops."""
@@ -160,12 +206,14 @@ class PlantService:
         self._schedule_tried_at: datetime | None = None  # last solve attempt, successful or not
         self._schedule_resolve = True  # solve on the next schedule step whatever the age
         self._schedule_sent: dict[str, float] = {}  # device id -> scheduled set-point it holds [kW]
+        self._devices_read_at: float = 0.0  # monotonic time the device list was last read (shared store) [s]
 
     # -- lifecycle -----------------------------------------------------------
 
     async def load(self) -> None:
         """Read devices, latest telemetry and open instructions from the store; connect adapters."""
         self._devices = await self.store.list_devices()
+        self._devices_read_at = time.monotonic()
         self._latest = await self.store.latest_telemetry()
         self._meters = await self.store.list_meters()
         for instruction, state in await self.store.list_instructions():
@@ -189,8 +237,13 @@ class PlantService:
         for link in self.grid_links:
             await link.start(self)
 
-    async def stop(self) -> None:
-        """Stop the grid links and loops, close the adapters. Open instructions stay in the store and resume on restart."""
+    async def stop(self, close_adapters: bool = True) -> None:
+        """Stop the grid links and loops, close the adapters. Open instructions stay in the store and resume on restart.
+
+        ``close_adapters=False`` keeps them open for a later service on the same
+        adapters (a dispatch process that lost leadership may win it back).
+        Devices are not released: they hold their last set-point until the next leader steps in.
+        """
         for link in self.grid_links:
             try:
                 await link.stop()
@@ -203,7 +256,12 @@ class PlantService:
                 await task
         self._tasks = []
         if self._active is not None:
-            await self._persist(self._active, force=True)
+            try:
+                await self._persist(self._active, force=True)
+            except VppError as exc:  # fenced out or store down: the stored state is the last good one
+                self.log.warning("active state not written at stop", error=str(exc))
+        if not close_adapters:
+            return
         for name, adapter in self.adapters.items():
             try:
                 await adapter.close()
@@ -244,6 +302,10 @@ class PlantService:
     @property
     def devices(self) -> list[Device]:
         return list(self._devices)
+
+    def wake(self) -> None:
+        """Run a control step now (e.g. another process stored an instruction)."""
+        self._wake.set()
 
     async def enrol_device(self, device: Device) -> bool:
         """Store a device (new or changed) and take it into the fleet. Returns True when new."""
@@ -288,7 +350,7 @@ class PlantService:
                 self._adapter_failed(name, "read", exc)
                 continue
             if samples:
-                await self.store.append_telemetry(samples)
+                await (self.telemetry_sink or self.store.append_telemetry)(samples)
                 for sample in samples:
                     current = self._latest.get(sample.device_id)
                     if current is None or sample.ts >= current.ts:
@@ -424,16 +486,9 @@ class PlantService:
 
         Returns ``(stored, created)``; a repeated id returns what was stored first.
         """
-        now = self.clock.now()
-        state = DispatchState(instruction_id=instruction.id, status=DispatchStatus.PENDING, updated_at=now, received_at=now)
-        stored, created = await self.store.put_instruction(instruction, state)
+        stored, created, state = await store_instruction(self.store, instruction, self.clock.now())
         if created:
-            if instruction.end <= now:
-                # Stored so the id stays taken, but there is nothing left to do.
-                await self.store.put_dispatch_state(
-                    state.model_copy(update={"status": DispatchStatus.CANCELLED, "message": "window already over when received"})
-                )
-            else:
+            if state.status is DispatchStatus.PENDING:
                 self._pending[instruction.id] = (instruction, state)
                 self._wake.set()
             self.log.info("instruction accepted", instruction_id=instruction.id, kind=str(instruction.kind))
@@ -454,7 +509,7 @@ class PlantService:
         if instruction_id in self._pending:
             _, state = self._pending.pop(instruction_id)
             state = state.model_copy(update={"status": DispatchStatus.CANCELLED, "updated_at": now, "message": reason})
-            await self.store.put_dispatch_state(state)
+            await self._put_state(state)
             self.log.info("instruction cancelled", instruction_id=instruction_id, reason=reason)
             return state
         return (await self.instruction_view(instruction_id))[1]
@@ -462,6 +517,8 @@ class PlantService:
     async def control_step(self) -> None:
         """Activate, execute or finish instructions at the current time."""
         now = self.clock.now()
+        if self.settings.shared_store:
+            await self._read_shared()
         snapshot = self.snapshot()
         self.metrics.devices_online.set(int(snapshot.fresh.sum()))
         self._update_plant_gauges(snapshot)
@@ -479,6 +536,35 @@ class PlantService:
             await self._execute(self._active, snapshot, now)
         else:
             await self.schedule_step(snapshot, now)
+        if self.fence is not None:
+            await self.fence.live(
+                {"ts": now.isoformat(), "active_instruction": self._active.instruction.id if self._active else None,
+                 "adapters": sorted(self.adapters)}
+            )
+
+    async def _read_shared(self) -> None:
+        """Take in instructions other processes stored, and (every ``device_refresh_s``) devices they enrolled."""
+        for instruction, state in await self.store.list_instructions(OPEN_STATUSES):
+            if instruction.id not in self._pending:  # one whose window passed is closed by _expire_missed
+                self._pending[instruction.id] = (instruction, state)
+                self.log.info("instruction taken from the store", instruction_id=instruction.id)
+        if time.monotonic() - self._devices_read_at < self.settings.device_refresh_s:
+            return
+        known = {d.id: d for d in self._devices}
+        devices = await self.store.list_devices()
+        self._devices_read_at = time.monotonic()
+        for device in devices:
+            if known.get(device.id) == device:
+                continue
+            add_device = getattr(self.adapters.get(device.adapter), "add_device", None)
+            if add_device is not None:
+                try:
+                    await add_device(device)
+                except AdapterError as exc:
+                    self.log.warning("enrolled device refused by its adapter", device_id=device.id, error=str(exc))
+        self._devices = devices
+        self._meters = await self.store.list_meters()
+        self.metrics.devices_enrolled.set(len(self._devices))
 
     # -- fleet schedule ------------------------------------------------------------
 
@@ -592,7 +678,7 @@ class PlantService:
         for instruction_id, (instruction, state) in list(self._pending.items()):
             if instruction.end <= now and (self._active is None or self._active.instruction.id != instruction_id):
                 del self._pending[instruction_id]
-                await self.store.put_dispatch_state(
+                await self._put_state(
                     state.model_copy(
                         update={"status": DispatchStatus.CANCELLED, "updated_at": now, "message": "window passed before it could run"}
                     )
@@ -720,6 +806,9 @@ class PlantService:
         """
         if not outgoing:
             return set()
+        if self.fence is not None:
+            # Logged under the fencing token first: a stale leader is refused here, before any adapter sees a set-point.
+            await self.fence.setpoints([sp for _, sp in outgoing])
         undelivered: set[str] = set()
         by_adapter: dict[str, list[Setpoint]] = {}
         for adapter_name, setpoint in outgoing:
@@ -737,7 +826,8 @@ class PlantService:
                 undelivered.update(sp.device_id for sp in setpoints)
                 continue
             self.metrics.setpoints_sent.labels(adapter=adapter_name).inc(len(setpoints))
-        await self.store.append_setpoints([sp for _, sp in outgoing])
+        if self.fence is None:
+            await self.store.append_setpoints([sp for _, sp in outgoing])
         return undelivered
 
     async def _finish(self, execution: _Execution, status: DispatchStatus, message: str) -> None:
@@ -773,8 +863,15 @@ class PlantService:
             (now - execution.last_persist).total_seconds() >= self.settings.state_persist_interval_s
         )
         if force or due:
-            await self.store.put_dispatch_state(execution.state)
+            await self._put_state(execution.state)
             execution.last_persist = now
+
+    async def _put_state(self, state: DispatchState) -> None:
+        """Write an instruction's state: through the fence when leading a cluster, else straight to the store."""
+        if self.fence is not None:
+            await self.fence.state(state)
+        else:
+            await self.store.put_dispatch_state(state)
 
     def _adapter_of(self, device_id: str) -> str:
         for device in self._devices:

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from vpp.chain import GENESIS_HASH
 from vpp.model import (
     ApiToken,
     Device,
@@ -107,6 +108,15 @@ class Store(abc.ABC):
     async def meter_readings(self, meter_id: str, start: datetime, end: datetime) -> list[MeterReading]:
         """Readings of one meter with ``start <= ts < end``, ordered by time."""
 
+    @abc.abstractmethod
+    async def meter_readings_many(
+        self, meter_ids: Sequence[str], start: datetime, end: datetime
+    ) -> dict[str, list[MeterReading]]:
+        """Readings of many meters with ``start <= ts < end`` in one query: meter id -> readings ordered by time.
+
+        Every id asked for is a key (an empty list when it has no readings in the span).
+        """
+
     # -- dispatch ------------------------------------------------------------
 
     @abc.abstractmethod
@@ -160,6 +170,23 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def append_ledger_if(
+        self,
+        ledger: str,
+        payloads: Sequence[Mapping[str, Any]],
+        expected_last_hash: str | None,
+        corrects: Sequence[int | None] | None = None,
+    ) -> list[dict[str, Any]] | None:
+        """Compare-and-append: append like :meth:`append_ledger` only if the chain's head is what the caller read.
+
+        ``expected_last_hash`` is the ``hash`` of the ledger's last record when
+        the caller read it, or None (or ``GENESIS_HASH``) for a ledger the
+        caller found empty. The check and the append are one atomic step.
+        Returns the records written, or None when another writer appended in
+        between (nothing is written; read again and decide again).
+        """
+
+    @abc.abstractmethod
     async def ledger_records(self, ledger: str, start_seq: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
         """Records of one ledger from ``start_seq``, in sequence order, as stored."""
 
@@ -185,6 +212,13 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def ping(self) -> bool:
         """True when the backend answers."""
+
+
+def _expected_head(expected_last_hash: str | None) -> str | None:
+    """The head hash a compare-and-append expects, None for an empty ledger (``GENESIS_HASH`` means empty too)."""
+    if expected_last_hash is None or expected_last_hash == GENESIS_HASH:
+        return None
+    return expected_last_hash
 
 
 def _corrections(payloads: Sequence[Mapping[str, Any]], corrects: Sequence[int | None] | None) -> list[int | None]:

@@ -99,3 +99,45 @@ async def test_the_demo_park_runs_over_real_protocols_and_the_grid_dispatches_it
         _, listing = await _get(session, f"{url}/api/v1/dispatch", tokens["grid"])
         agc = [i for i in listing["instructions"] if i["instruction"]["id"].startswith("iec104-")]
         assert agc and agc[-1]["instruction"]["target_kw"] == pytest.approx(target_kw, abs=0.01)
+
+
+# openleadr's VTN server (the utility's side, built in this test process) stores itself under a string key of
+# its aiohttp app; aiohttp warns about that. The service's VEN side emits no warning.
+@pytest.mark.filterwarnings(
+    "ignore:It is recommended to use web.AppKey instances for keys:aiohttp.web_exceptions.NotAppKeyWarning"
+)
+async def test_serve_registers_with_a_utility_vtn_and_accepts_its_event(tmp_path):
+    from simulators.openadr_vtn import GridOperatorVtn
+
+    vtn = GridOperatorVtn(poll_interval_s=1.0, report_interval_s=2.0)
+    await vtn.start()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vpp.cli", "serve", "--demo", "--port", "0", "--data-dir", str(tmp_path),
+         "--enterprises", "6", "--openadr-vtn", vtn.url, "--openadr-ven-name", "park"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        banner = _read_banner(process)
+        assert f"OpenADR VEN of {vtn.url}" in banner
+        url, tokens, _ = _parse_banner(banner)
+        for _ in range(300):  # registration, up to 30 s
+            if vtn.registrations:
+                break
+            await asyncio.sleep(0.1)
+        assert vtn.registrations, "the service's VEN registered with the VTN"
+        async with aiohttp.ClientSession() as session:
+            _, plant = await _get(session, f"{url}/api/v1/plant", tokens["grid"])
+            start = datetime.now(timezone.utc) + timedelta(minutes=2)
+            kw = round(0.1 * plant["available_up_kw"], 1)
+            event_id = await vtn.push_event(vtn.registrations[-1].ven_id, start, start + timedelta(minutes=15), kw)
+            for _ in range(300):  # the VEN's next poll, up to 30 s
+                if vtn.opts_for(event_id):
+                    break
+                await asyncio.sleep(0.1)
+            assert set(vtn.opts_for(event_id)) == {"optIn"}  # answered (a re-sent event is answered again)
+            _, listing = await _get(session, f"{url}/api/v1/dispatch", tokens["grid"])
+        events = [i["instruction"] for i in listing["instructions"] if event_id in i["instruction"]["id"]]
+        assert len(events) == 1 and events[0]["delta_kw"] == pytest.approx(kw)
+    finally:
+        _stop(process)
+        await vtn.stop()

@@ -19,6 +19,7 @@ import aiohttp
 
 from vpp import carbon_cli, market_cli, settlement_cli
 from vpp.errors import VppError
+from vpp.grid_links import add_grid_link_args
 from vpp.logs import configure_logging
 from vpp.model import Role
 
@@ -71,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--mqtt-host", default="127.0.0.1", help="MQTT broker for --protocols (default 127.0.0.1)")
     serve.add_argument("--mqtt-port", type=int, default=1883, help="MQTT broker port (default 1883)")
     serve.add_argument("--mqtt-prefix", default="vpp", help="first topic level of the demo's MQTT topics (default vpp)")
-    serve.add_argument("--iec104-port", type=int, default=2404, help="IEC 104 outstation port for --protocols (0: a free one)")
+    serve.add_argument("--iec104-port", type=int, default=2404,
+                       help="IEC 104 outstation port for --iec104 or --protocols (default 2404; 0: a free one)")
+    add_grid_link_args(serve)
     serve.add_argument(
         "--role", default=os.environ.get("VPP_ROLE", "all"), choices=["all", "api", "ingest", "dispatch"],
         help="part of the plant this process runs (default all: everything in one process); api, ingest and dispatch "

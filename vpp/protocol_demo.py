@@ -9,8 +9,8 @@ for them, each with its simulated peer standing in for the equipment:
 | EV chargers | ``ocpp`` (OCPP 1.6J central system) | charge points connecting to it |
 | interruptible and shiftable loads | ``mqtt`` (enterprise gateways) | one gateway per enterprise, on the broker |
 
-and the grid reaches the plant over IEC 60870-5-104 (the outstation listens
-on ``--iec104-port``). Meters stay in-process (the ``simulator`` adapter
+and the grid reaches the plant over IEC 60870-5-104 (``vpp serve`` runs the
+outstation on ``--iec104-port``, ``vpp.grid_links``). Meters stay in-process (the ``simulator`` adapter
 reads their registers; it no longer reports the devices above). Every peer
 steps the same :class:`~simulators.sim.SimulatedPark`, so the physics is the
 one of the plain demo; only the wires are real.
@@ -24,7 +24,7 @@ from typing import Protocol
 
 import structlog
 
-from adapters.base import Adapter, GridLink
+from adapters.base import Adapter
 from simulators.sim import SimulatedPark
 from vpp.clock import Clock
 from vpp.model import PV, Battery, Device, EvCharger, InterruptibleLoad, ShiftableLoad
@@ -47,15 +47,13 @@ class ProtocolSettings:
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883
     mqtt_prefix: str = "vpp"
-    iec104_port: int = 2404  # 0 picks a free port
 
 
 @dataclass
 class ProtocolDemo:
-    """The adapters and grid links for the service, and the peers to start after it loaded."""
+    """The adapters for the service, and the peers to start after it loaded."""
 
     adapters: dict[str, Adapter]
-    grid_links: list[GridLink]
     peers: list[_Peer] = field(default_factory=list)
     endpoints: dict[str, str] = field(default_factory=dict)
     """What listens where, for the banner."""
@@ -110,7 +108,6 @@ async def start_protocol_demo(
     Peers that listen (SunSpec servers) start now; the OCPP charge points,
     which connect to the service, start with :meth:`ProtocolDemo.start_peers`.
     """
-    from adapters.iec104 import Iec104Outstation
     from adapters.modbus import ModbusAdapter
     from adapters.mqtt import MqttAdapter
     from adapters.ocpp import OcppAdapter
@@ -119,7 +116,7 @@ async def start_protocol_demo(
 
     s = settings or ProtocolSettings()
     sunspec_devices, chargers, loads = _split(await store.list_devices())
-    demo = ProtocolDemo(adapters={}, grid_links=[])
+    demo = ProtocolDemo(adapters={})
 
     sunspec = SunSpecServer(park, clock, sunspec_devices, host=s.host)
     await sunspec.start()
@@ -144,7 +141,4 @@ async def start_protocol_demo(
         "ocpp": ocpp,
         "mqtt": MqttAdapter(mqtt_devices, s.mqtt_host, s.mqtt_port, prefix=s.mqtt_prefix),
     }
-    outstation = Iec104Outstation(clock, host=s.host, port=s.iec104_port)
-    demo.grid_links.append(outstation)
-    demo.endpoints["iec104"] = f"IEC 104 outstation on {s.host}:{s.iec104_port or '<free port>'}"
     return demo

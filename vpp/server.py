@@ -18,6 +18,7 @@ from adapters.base import Adapter, GridLink
 from vpp.api.app import make_app
 from vpp.auth import create_token
 from vpp.clock import Clock, RealClock, ScaledClock
+from vpp.grid_links import grid_links_from_args
 from vpp.model import Role
 from vpp.network import load_network
 from vpp.service import PlantService, ServiceSettings
@@ -84,7 +85,7 @@ def _banner(url: str, tokens: DemoTokens | None, store_url: str, endpoints: dict
         f"  API doc:  {url}/api/v1/openapi.json",
     ]
     if endpoints:
-        lines += ["", "Protocols (the demo park over real sockets):"]
+        lines += ["", "Protocols:"]
         lines += [f"  {name + ':':<9} {where}" for name, where in endpoints.items()]
     if tokens:
         lines += [
@@ -113,13 +114,15 @@ async def serve(args: argparse.Namespace) -> int:
 
         return await serve_role(args, stop)  # one part of a scaled-out plant (docs/scale-out.md)
     network = load_network(args.network) if args.network else None  # before anything starts: a bad file stops here
+    now = datetime.now(timezone.utc)
+    clock: Clock = RealClock() if args.speed == 1.0 else ScaledClock(now, args.speed)
+    if getattr(args, "protocols", False):
+        args.iec104 = True  # the demo's grid speaks IEC 104
+    grid_links: list[GridLink] = grid_links_from_args(args, clock)  # checks its files before anything starts
     args.data_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(args.store, args.data_dir)
     await store.open()
-    now = datetime.now(timezone.utc)
-    clock: Clock = RealClock() if args.speed == 1.0 else ScaledClock(now, args.speed)
     adapters: dict[str, Adapter] = {}
-    grid_links: list[GridLink] = []
     protocols: ProtocolDemo | None = None
     tokens = None
     if args.demo:
@@ -129,11 +132,9 @@ async def serve(args: argparse.Namespace) -> int:
 
             settings_ = ProtocolSettings(
                 host=args.host, mqtt_host=args.mqtt_host, mqtt_port=args.mqtt_port, mqtt_prefix=args.mqtt_prefix,
-                iec104_port=args.iec104_port,
             )
             protocols = await start_protocol_demo(store, park, clock, settings_)
             adapters.update(protocols.adapters)
-            grid_links = protocols.grid_links
         first = (await store.list_enterprises())[0].id
         tokens = await mint_demo_tokens(store, args.data_dir, first)
     settings = ServiceSettings(control_interval_s=args.control_interval, telemetry_interval_s=1.0)
@@ -141,9 +142,12 @@ async def serve(args: argparse.Namespace) -> int:
     await service.start()
     if protocols is not None:
         await protocols.start_peers()
-        for link in grid_links:
-            if hasattr(link, "port"):
-                protocols.endpoints["iec104"] = f"IEC 104 outstation on {args.host}:{link.port}"
+    endpoints = dict(protocols.endpoints) if protocols is not None else {}
+    for link in grid_links:
+        if hasattr(link, "port"):
+            endpoints["iec104"] = f"IEC 104 outstation on {args.host}:{link.port}"
+        elif hasattr(link, "vtn_url"):
+            endpoints["openadr"] = f"OpenADR VEN of {link.vtn_url}"
     runner = web.AppRunner(make_app(service), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)
@@ -151,7 +155,7 @@ async def serve(args: argparse.Namespace) -> int:
     port = runner.addresses[0][1]
     url = f"http://{args.host}:{port}"
     store_url = args.store or f"sqlite:///{args.data_dir / 'vpp.sqlite3'}"
-    print(_banner(url, tokens, store_url, protocols.endpoints if protocols else None), flush=True)
+    print(_banner(url, tokens, store_url, endpoints or None), flush=True)
     log.info("serving", url=url, demo=args.demo, devices=len(service.devices))
     try:
         await stop.wait()

@@ -36,7 +36,7 @@ import structlog
 from adapters.base import Adapter, AdapterError, GridLink
 from market import enterprise_delivered_kwh
 from market.tariff import TouTariff, default_tariff
-from vpp.aggregator import FleetSnapshot, build_snapshot, device_rows, plant_state
+from vpp.aggregator import FleetSnapshot, SnapshotCache, device_rows, plant_state
 from vpp.clock import Clock
 from vpp.envelope import plant_envelope
 from vpp.errors import Conflict, InvalidInput, NotFound, VppError
@@ -179,6 +179,9 @@ class PlantService:
         self.log = structlog.get_logger("vpp.service")
         self._zone = ZoneInfo(self.settings.local_zone)
         self._devices: list[Device] = []
+        self._snapshots = SnapshotCache()  # per-device enrolment arrays, rebuilt only when the fleet changes
+        self._adapter_by_device: dict[str, str] = {}  # device id -> its adapter's name (see _adapter_of)
+        self._adapter_map_of: list[Device] | None = None  # the device list that map was built from
         self._latest: dict[str, TelemetrySample] = {}
         self._pending: dict[str, tuple[DispatchInstruction, DispatchState]] = {}
         self._active: _Execution | None = None
@@ -447,7 +450,7 @@ class PlantService:
 
     def snapshot(self) -> FleetSnapshot:
         """The fleet now, from the latest telemetry."""
-        return build_snapshot(self._devices, self._latest, self.clock.now(), self.settings.stale_after_s, self._zone)
+        return self._snapshots.build(self._devices, self._latest, self.clock.now(), self.settings.stale_after_s, self._zone)
 
     def envelope(self, hours: float) -> list[dict]:
         """Up/down capability per quarter hour for ``hours`` ahead (JSON-ready rows)."""
@@ -874,10 +877,10 @@ class PlantService:
             await self.store.put_dispatch_state(state)
 
     def _adapter_of(self, device_id: str) -> str:
-        for device in self._devices:
-            if device.id == device_id:
-                return device.adapter
-        return ""
+        if self._adapter_map_of is not self._devices:  # every fleet change assigns a new list
+            self._adapter_by_device = {d.id: d.adapter for d in self._devices}
+            self._adapter_map_of = self._devices
+        return self._adapter_by_device.get(device_id, "")
 
     def _update_plant_gauges(self, snapshot: FleetSnapshot) -> None:
         totals = plant_state(snapshot)

@@ -411,7 +411,12 @@ class PlantService:
                 self._malformed_exported[name] = count
 
     def _note_event(self, device_id: str, joined: datetime, instruction_id: str) -> None:
-        self._device_events.setdefault(device_id, set()).add((joined.astimezone(self._zone).date(), instruction_id))
+        """Count an event for the device's local day; earlier days are forgotten (only today's count)."""
+        day = joined.astimezone(self._zone).date()
+        events = self._device_events.setdefault(device_id, set())
+        events.add((day, instruction_id))
+        if any(d < day for d, _ in events):
+            self._device_events[device_id] = {(d, i) for d, i in events if d >= day}
 
     def _events_today(self, snapshot: FleetSnapshot, now: datetime, instruction_id: str) -> np.ndarray:
         """Per device, other instructions it joined this local day [unitless]."""

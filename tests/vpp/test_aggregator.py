@@ -216,7 +216,7 @@ def fleets(draw):
     return devices, latest, now, stale_after_s, draw(st.sampled_from(ZONES))
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(fleets())
 def test_fast_snapshot_equals_the_per_device_loop(case):
     devices, latest, now, stale_after_s, zone = case

@@ -13,7 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dispatch import Allocation, GroupAllocation, allocate_from_baseline, allocate_from_baseline_with_groups, setpoint_bounds
+from dispatch import (
+    Allocation,
+    GroupAllocation,
+    allocate_from_baseline,
+    allocate_from_baseline_with_groups,
+    setpoint_bounds,
+)
 from vpp.aggregator import FleetSnapshot
 from vpp.model import DispatchInstruction, InstructionKind
 from vpp.network import FleetCaps

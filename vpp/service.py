@@ -44,23 +44,23 @@ from vpp.execution import StepPlan, allowed_devices, baseline_array, plan_step
 from vpp.metrics import Metrics
 from vpp.model import (
     Device,
-    MeteringPoint,
-    MeterReading,
     DispatchInstruction,
     DispatchProgress,
     DispatchState,
     DispatchStatus,
+    MeteringPoint,
+    MeterReading,
     Setpoint,
     TelemetrySample,
 )
 from vpp.network import FleetCaps, NetworkConfig, exchange_kw, fleet_caps
 from vpp.scheduling import (
     DEFAULT_EXPORT_PRICE_CNY_PER_KWH,
-    BlockOffer,
-    block_offer,
     DEFAULT_KINDS,
+    BlockOffer,
     FleetPlan,
     ScheduleInputs,
+    block_offer,
     energy_taken_kwh,
     horizon_start,
     plan_fleet,

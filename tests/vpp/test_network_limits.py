@@ -12,7 +12,15 @@ from hypothesis import strategies as st
 from tests.vpp.harness import make_plant
 from vpp.errors import InvalidInput
 from vpp.model import DispatchInstruction, MeteringPoint, MeterReading
-from vpp.network import Feeder, GridLimit, NetworkConfig, exchange_kw, fleet_caps, fleet_range_kw, load_network
+from vpp.network import (
+    Feeder,
+    GridLimit,
+    NetworkConfig,
+    exchange_kw,
+    fleet_caps,
+    fleet_range_kw,
+    load_network,
+)
 
 T0 = datetime(2026, 7, 1, 4, 0, tzinfo=timezone.utc)
 

@@ -126,19 +126,31 @@ async def test_killed_leader_and_ingest_worker_are_replaced_and_nothing_is_lost_
             assert set((await cluster.setpoint_tokens("shed-1")).values()) == {token_a}
 
             # An ingest worker dies with a batch read and not acknowledged.
-            load = [
-                TelemetrySample(device_id=f"load-{i % 300}", ts=datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=i // 300),
-                                p_kw=1.0, p_min_kw=0.0, p_max_kw=2.0)
-                for i in range(12_000)
-            ]  # fmt: skip
-            await cluster.publish_telemetry(load, {f"load-{i}": f"e{i % 7:02d}" for i in range(300)})
-            await _until(lambda: _pending_of(store._client, cluster, "ingest-a"), "ingest-a holding a batch", every_s=0.01)
+            # On a quiet machine it may acknowledge between being seen holding a batch and the kill: freeze it
+            # (SIGSTOP) the moment it holds one, and publish another batch if it got away.
+            load: list[TelemetrySample] = []
+            held = 0
+            for round_ in range(20):
+                batch = [
+                    TelemetrySample(device_id=f"load-{i % 300}",
+                                    ts=datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=40 * round_ + i // 300),
+                                    p_kw=1.0, p_min_kw=0.0, p_max_kw=2.0)
+                    for i in range(12_000)
+                ]  # fmt: skip
+                load += batch
+                await cluster.publish_telemetry(batch, {f"load-{i}": f"e{i % 7:02d}" for i in range(300)})
+                await _until(lambda: _pending_of(store._client, cluster, "ingest-a"), "ingest-a holding a batch", every_s=0.01)
+                ingest_a.signal(signal.SIGSTOP)
+                held = await _pending_of(store._client, cluster, "ingest-a")
+                if held:
+                    break
+                ingest_a.signal(signal.SIGCONT)
+            assert held > 0, "ingest-a never caught holding a batch"
             ingest_a.signal(signal.SIGKILL)
             # The dispatch leader dies mid-instruction.
             leader_a.signal(signal.SIGKILL)
             assert await ingest_a.wait() == -signal.SIGKILL and await leader_a.wait() == -signal.SIGKILL
-            held = await _pending_of(store._client, cluster, "ingest-a")  # read, never acknowledged: only a re-claim saves them
-            assert held > 0
+            assert await _pending_of(store._client, cluster, "ingest-a") == held  # never acknowledged: only a re-claim saves them
 
             new = await _until(lambda: _leader_other_than(cluster, "dispatch-a"), "dispatch-b taking over")
             assert new[1] == "dispatch-b" and new[0] > token_a

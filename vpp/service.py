@@ -65,7 +65,7 @@ from vpp.scheduling import (
     horizon_start,
     plan_fleet,
 )
-from vpp.settlement.service import PRICES_LEDGER
+from vpp.settlement.service import PRICES_LEDGER, apply_price_records
 from vpp.store.base import Store
 
 OPEN_STATUSES = (DispatchStatus.PENDING, DispatchStatus.ACTIVE)
@@ -652,10 +652,10 @@ class PlantService:
 
     async def _market_prices(self) -> dict[int, float]:
         """Latest pushed spot / day-ahead price per interval start [CNY/MWh], reading only new ledger records."""
-        for record in await self.store.ledger_records(PRICES_LEDGER, start_seq=self._prices_next_seq):
-            for start, price in record["payload"].get("intervals", []):
-                self._prices[int(datetime.fromisoformat(start).timestamp())] = float(price)
-            self._prices_next_seq = int(record["seq"]) + 1
+        records = await self.store.ledger_records(PRICES_LEDGER, start_seq=self._prices_next_seq)
+        if records:
+            apply_price_records(self._prices, records)
+            self._prices_next_seq = int(records[-1]["seq"]) + 1
         return self._prices
 
     async def _follow_schedule(self, snapshot: FleetSnapshot, now: datetime) -> None:

@@ -331,11 +331,7 @@ class SettlementService:
 
     async def prices(self) -> dict[int, float]:
         """Latest pushed price per interval start (epoch seconds) [CNY/MWh]."""
-        prices: dict[int, float] = {}
-        for record in await self.store.ledger_records(PRICES_LEDGER):
-            for start, price in record["payload"].get("intervals", []):
-                prices[int(datetime.fromisoformat(start).timestamp())] = float(price)
-        return prices
+        return apply_price_records({}, await self.store.ledger_records(PRICES_LEDGER))
 
     # -- inputs --------------------------------------------------------------
 
@@ -438,6 +434,17 @@ def _changes(
         payloads.append(payload)
         corrects.append(None if previous is None else int(previous["seq"]))
     return payloads, corrects
+
+
+def apply_price_records(prices: dict[int, float], records: Sequence[Mapping[str, Any]]) -> dict[int, float]:
+    """Fold prices-ledger records, in sequence order, into ``prices`` (a later upload wins); returns it.
+
+    Keys are interval starts [epoch s], values prices [CNY/MWh].
+    """
+    for record in records:
+        for start, price in record["payload"].get("intervals", []):
+            prices[int(datetime.fromisoformat(start).timestamp())] = float(price)
+    return prices
 
 
 def _settle(inputs: _Inputs, config: SettlementConfig, prices: Mapping[int, float]) -> MonthSettlement:

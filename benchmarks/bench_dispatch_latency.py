@@ -30,12 +30,11 @@ Each instruction is a delta of 40-90 % of the fleet's available headroom
   while a 10,000-sample poll is being stored.
 
 ``first`` and ``last`` are the median latency of the first and last tenth of
-the instructions: all of a run is one local day, and the service's per-device
-count of today's events (``PlantService._events_today``) grows with every
-instruction. Ending an instruction releases its devices through
-``PlantService._adapter_of``, a linear search per device; the first release
-is timed as it is and printed (first store only), then the benchmark swaps in a dict lookup so a
-run takes minutes, not hours (the release is not in the timed path).
+the instructions: all of a run is one local day, and each device's count of
+today's events (``vpp.event_tally``) grows with every instruction, so a
+latency that grew with it would show here. Ending the first instruction
+(releasing every device it holds; not in the timed path) is timed and
+printed for the first store.
 
 ``reference`` is the pure computation a control step cannot avoid, measured
 on the same snapshot in the same run: ``plan_step`` (bounds and the optimal
@@ -237,8 +236,6 @@ async def run_driven(
     service: PlantService, adapter: CountingAdapter, clock: ManualClock, n: int, rng: random.Random, name: str, time_release: bool
 ) -> Figures:
     figures = Figures(name, "driven", [], [], [])
-    if not time_release:
-        fast_release_lookup(service)
     for i in range(n + 2):  # the first two warm up
         clock.advance(SETTINGS.control_interval_s)
         await service.poll_telemetry()
@@ -260,19 +257,7 @@ async def run_driven(
         if i == 0 and time_release:
             figures.release_s = time.perf_counter() - t0
             figures.released = adapter.handed_count[instr.id]
-            fast_release_lookup(service)
     return figures
-
-
-def fast_release_lookup(service: PlantService) -> None:
-    """Replace ``PlantService._adapter_of`` (a linear search per device released) by a dict lookup.
-
-    Ending an instruction that holds every device calls it once per device,
-    O(devices^2): seconds at 10,000 devices, outside the timed path but it
-    would make the run last many minutes. The first release is timed as it is.
-    """
-    adapter_of = {d.id: d.adapter for d in service.devices}
-    service._adapter_of = lambda device_id: adapter_of.get(device_id, "")  # type: ignore[method-assign]
 
 
 async def run_loops(store: Store, devices: list[Device], n: int, rng: random.Random, name: str) -> Figures:
@@ -282,7 +267,6 @@ async def run_loops(store: Store, devices: list[Device], n: int, rng: random.Ran
     service = PlantService(store, {adapter.name: adapter}, clock, settings=SETTINGS)
     figures = Figures(name, "loops", [], [], [])
     await service.start()
-    fast_release_lookup(service)
     try:
         deadline = time.perf_counter() + 120.0
         while service.plant()["devices_online"] < len(devices):  # every device reported, so every one can be dispatched
@@ -371,8 +355,7 @@ async def main_async(args: argparse.Namespace) -> int:
               f"devices: {traced * scale / 2**20:.1f} MiB traced, {rss * scale / 2**20:.1f} MiB RSS growth")
         for figures in rows:
             if figures.released:
-                print(f"  {name}: ending the first instruction released {figures.released:,} devices in {figures.release_s:.2f} s "
-                      "(PlantService._adapter_of, a linear search per device; patched to a dict lookup afterwards)")
+                print(f"  {name}: ending the first instruction released {figures.released:,} devices in {figures.release_s:.2f} s")
     driven = [np.percentile(f.latencies_ms, 99) for _, rows, *_ in results for f in rows if f.mode == "driven"]
     print(f"\nbudget: driven p99 {max(driven):.1f} ms at {args.devices:,} devices, "
           f"{'within' if not over else 'OVER'} the {BUDGET_MS:g} ms budget ({'scaled: not the budget size' if args.devices != 10_000 else 'budget size'})")

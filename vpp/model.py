@@ -67,6 +67,8 @@ Identifier = Annotated[
 
 def _require_utc(value: datetime) -> datetime:
     """Reject naive datetimes; normalise aware ones to UTC."""
+    if value.tzinfo is timezone.utc:
+        return value  # already UTC: the common case, and hot (every sample and set-point passes here)
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"timestamp {value.isoformat()} has no timezone; send UTC, e.g. '2026-01-01T00:00:00Z'")
     return value.astimezone(timezone.utc)

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -40,6 +41,7 @@ from vpp.aggregator import FleetSnapshot, SnapshotCache, device_rows, plant_stat
 from vpp.clock import Clock
 from vpp.envelope import plant_envelope
 from vpp.errors import Conflict, InvalidInput, NotFound, VppError
+from vpp.event_tally import EventTally
 from vpp.execution import StepPlan, allowed_devices, baseline_array, plan_step
 from vpp.metrics import Metrics
 from vpp.model import (
@@ -127,6 +129,19 @@ class _Execution:
     dispatchable: frozenset[str] = frozenset()
 
 
+def _hours_since(joined_at: Mapping[str, datetime], device_ids: Sequence[str], now: datetime) -> np.ndarray:
+    """Per device, hours since it joined; NaN for one that has not [h].
+
+    Exact datetime arithmetic (not float epochs): an interruption limit is compared at its boundary.
+    """
+    if not joined_at:
+        return np.full(len(device_ids), np.nan)  # an instruction's first step
+    return np.fromiter(
+        ((now - t).total_seconds() / 3600.0 if (t := joined_at.get(d)) is not None else np.nan for d in device_ids),
+        dtype=float, count=len(device_ids),
+    )
+
+
 @dataclass
 class _AdapterHealth:
     connected: bool = False
@@ -195,7 +210,8 @@ class PlantService:
         self._meter_prev: dict[str, MeterReading] = {}  # meter id -> the reading before it
         self._fleet_at_read: list[dict[str, float]] = []  # per enterprise fleet power at the last two meter reads [kW]
         self._unmeasured_logged: frozenset[str] = frozenset()
-        self._device_events: dict[str, set[tuple[date, str]]] = {}  # device -> (local day, instruction) it joined
+        self._events = EventTally(self._zone)
+        """Instructions and scheduled curtailments each device joined today (``max_events_per_day``)."""
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._tariff = self.settings.tariff or default_tariff()
@@ -223,7 +239,7 @@ class PlantService:
             if state.status in OPEN_STATUSES:
                 self._pending[instruction.id] = (instruction, state)
             for device_id, joined in state.device_joined_at.items():
-                self._note_event(device_id, joined, instruction.id)
+                self._events.note((device_id,), joined, instruction.id)
         if self._pending:
             self.log.info("resuming instructions", ids=sorted(self._pending))
         self.metrics.devices_enrolled.set(len(self._devices))
@@ -233,6 +249,11 @@ class PlantService:
     async def start(self) -> None:
         """Load, then run the telemetry and control loops in the background."""
         await self.load()
+        # What is loaded now (the fleet, its statics, the imported libraries) lives as long as the process.
+        # Frozen out of the cyclic collector, whose full passes over it paused a 10,000-device control
+        # step by ~100 ms; objects made later are collected as usual. ``stop`` thaws them.
+        gc.collect()
+        gc.freeze()
         self._tasks = [
             asyncio.create_task(self._telemetry_loop(), name="vpp-telemetry"),
             asyncio.create_task(self._control_loop(), name="vpp-control"),
@@ -247,6 +268,7 @@ class PlantService:
         adapters (a dispatch process that lost leadership may win it back).
         Devices are not released: they hold their last set-point until the next leader steps in.
         """
+        gc.unfreeze()
         for link in self.grid_links:
             try:
                 await link.stop()
@@ -353,11 +375,12 @@ class PlantService:
                 self._adapter_failed(name, "read", exc)
                 continue
             if samples:
-                await (self.telemetry_sink or self.store.append_telemetry)(samples)
+                # Live state first: a control step running while the samples are stored already sees them.
                 for sample in samples:
                     current = self._latest.get(sample.device_id)
                     if current is None or sample.ts >= current.ts:
                         self._latest[sample.device_id] = sample
+                await (self.telemetry_sink or self.store.append_telemetry)(samples)
                 self.metrics.telemetry_samples.labels(adapter=name).inc(len(samples))
                 ingested += len(samples)
             if readings:
@@ -409,22 +432,6 @@ class PlantService:
             if count > seen:
                 self.metrics.adapter_malformed.labels(adapter=name).inc(count - seen)
                 self._malformed_exported[name] = count
-
-    def _note_event(self, device_id: str, joined: datetime, instruction_id: str) -> None:
-        """Count an event for the device's local day; earlier days are forgotten (only today's count)."""
-        day = joined.astimezone(self._zone).date()
-        events = self._device_events.setdefault(device_id, set())
-        events.add((day, instruction_id))
-        if any(d < day for d, _ in events):
-            self._device_events[device_id] = {(d, i) for d, i in events if d >= day}
-
-    def _events_today(self, snapshot: FleetSnapshot, now: datetime, instruction_id: str) -> np.ndarray:
-        """Per device, other instructions it joined this local day [unitless]."""
-        today = now.astimezone(self._zone).date()
-        return np.array(
-            [sum(1 for day, iid in self._device_events.get(d, ()) if day == today and iid != instruction_id) for d in snapshot.device_ids],
-            dtype=float,
-        )
 
     async def _ensure_connected(self, name: str) -> bool:
         """Connect an adapter if it is not, with exponential backoff between failed attempts."""
@@ -638,8 +645,7 @@ class PlantService:
                 samples = await self.store.telemetry_history(device.id, midnight, now)
                 ts = np.array([x.ts.timestamp() for x in samples])
                 energy[device.id] = energy_taken_kwh(ts, np.array([x.p_kw for x in samples]))
-        today = local_now.date()
-        events = {d: sum(1 for day, _ in joined if day == today) for d, joined in self._device_events.items()}
+        events = dict(self._events.counts(now))
         uncontrolled = None
         exchange = exchange_kw(self._meters, self._meter_prev, self._meter_last)
         grid_meter_owners = {m.enterprise_id for m in self._meters if m.purpose == "grid"}
@@ -676,7 +682,7 @@ class PlantService:
                 continue
             outgoing.append((snapshot.adapters[i], Setpoint(device_id=device_id, p_kw=target, ts=now)))
             if held is None and snapshot.kinds[i] == "interruptible_load":
-                self._note_event(device_id, now, f"schedule-{now.isoformat()}")  # a curtailment counts as an event
+                self._events.note((device_id,), now, f"schedule-{now.isoformat()}")  # a curtailment counts as an event
             self._schedule_sent[device_id] = target
         for device_id in await self._deliver(outgoing):
             self._schedule_sent.pop(device_id, None)  # not delivered: sent again next step
@@ -718,21 +724,19 @@ class PlantService:
         remaining_h = (instruction.end - now).total_seconds() / 3600.0
         started = time.perf_counter()
         received = execution.state.received_at or instruction.start
-        joined_h_ago = np.array(
-            [(now - execution.joined_at[d]).total_seconds() / 3600.0 if d in execution.joined_at else np.nan for d in snapshot.device_ids]
-        )
+        joined_h_ago = _hours_since(execution.joined_at, snapshot.device_ids, now)
         allowed = allowed_devices(
             snapshot,
             # Received after its start: no notice at all, not a negative amount.
             notice_given_h=max(0.0, (instruction.start - received).total_seconds() / 3600.0),
             joined_h_ago=joined_h_ago,
-            events_today=self._events_today(snapshot, now, instruction.id),
+            events_today=self._events.counts_array(snapshot.device_ids, now, excluding=instruction.id),
         )
         plan = plan_step(
             snapshot, instruction, baseline, self.settings.control_interval_s, remaining_h, allowed, self.network_caps(snapshot)
         )
         self.metrics.allocation_seconds.observe(time.perf_counter() - started)
-        await self._send_setpoints(execution, snapshot, plan, now)
+        await self._send_setpoints(execution, snapshot, plan, now, baseline)
         execution.state = self._account(execution, snapshot, plan, now, baseline)
         execution.last_step = now
         await self.store.append_dispatch_progress(
@@ -770,9 +774,49 @@ class PlantService:
             }
         )
 
-    async def _send_setpoints(self, execution: _Execution, snapshot: FleetSnapshot, plan: StepPlan, now: datetime) -> None:
-        """Send changed set-points; release devices that dropped out of the dispatchable set."""
-        dispatchable = frozenset(d for d, ok in zip(snapshot.device_ids, snapshot.dispatchable) if ok)
+    async def _send_setpoints(
+        self, execution: _Execution, snapshot: FleetSnapshot, plan: StepPlan, now: datetime, baseline_kw: np.ndarray
+    ) -> None:
+        """Send changed set-points; release devices that dropped out of the dispatchable set.
+
+        ``baseline_kw`` is the frozen baseline in snapshot order [kW]: a device
+        not yet holding a set-point is left alone when asked to stay within the
+        deadband of it. Which devices get a set-point is decided on arrays; only
+        those are turned into ``Setpoint`` objects (the fleet may be 10,000 devices).
+        """
+        self._note_fleet_change(execution, snapshot)
+        ids, iid = snapshot.device_ids, execution.instruction.id
+        sent = execution.sent_kw
+        held_kw = np.fromiter((sent.get(d, np.nan) for d in ids), dtype=float, count=len(ids)) if sent else np.full(len(ids), np.nan)
+        target_kw = plan.setpoints_kw
+        holds, has_target = ~np.isnan(held_kw), ~np.isnan(target_kw)
+        reference_kw = np.where(holds, held_kw, baseline_kw)
+        with np.errstate(invalid="ignore"):  # NaN targets compare False, as they should
+            changed = has_target & (np.abs(target_kw - reference_kw) > self.settings.setpoint_deadband_kw)
+        released = np.flatnonzero(holds & ~has_target)
+        changed_at = np.flatnonzero(changed)
+        # Validated construction: in pydantic 2 it is faster than model_construct, which runs in Python.
+        outgoing = [
+            (snapshot.adapters[i], Setpoint(device_id=ids[i], p_kw=None, ts=now, instruction_id=iid)) for i in released.tolist()
+        ]
+        targets = target_kw[changed_at].tolist()
+        outgoing += [
+            (snapshot.adapters[i], Setpoint(device_id=ids[i], p_kw=p_kw, ts=now, instruction_id=iid))
+            for i, p_kw in zip(changed_at.tolist(), targets)
+        ]
+        for i in released.tolist():
+            del sent[ids[i]]
+        joined = execution.joined_at
+        newcomers = [ids[i] for i in changed_at.tolist() if ids[i] not in joined]
+        sent.update(zip((ids[i] for i in changed_at.tolist()), targets))
+        joined.update(dict.fromkeys(newcomers, now))
+        self._events.note(newcomers, now, iid)
+        for device_id in await self._deliver(outgoing):
+            sent.pop(device_id, None)  # not delivered: sent again next step
+
+    def _note_fleet_change(self, execution: _Execution, snapshot: FleetSnapshot) -> None:
+        """Count a re-allocation when the dispatchable set differs from the last step's, and log who moved."""
+        dispatchable = frozenset(d for d, ok in zip(snapshot.device_ids, snapshot.dispatchable.tolist()) if ok)
         if execution.dispatchable and dispatchable != execution.dispatchable:
             execution.state = execution.state.model_copy(update={"reallocations": execution.state.reallocations + 1})
             self.log.info(
@@ -782,29 +826,6 @@ class PlantService:
                 gained=sorted(dispatchable - execution.dispatchable)[:20],
             )
         execution.dispatchable = dispatchable
-        outgoing: list[tuple[str, Setpoint]] = []
-        deadband = self.settings.setpoint_deadband_kw
-        for i, device_id in enumerate(snapshot.device_ids):
-            target = plan.setpoints_kw[i]
-            held = execution.sent_kw.get(device_id)
-            if np.isnan(target):
-                if held is not None:
-                    outgoing.append((snapshot.adapters[i], Setpoint(device_id=device_id, p_kw=None, ts=now, instruction_id=execution.instruction.id)))
-                    del execution.sent_kw[device_id]
-                continue
-            target = float(target)
-            baseline = execution.state.device_baseline_kw.get(device_id, snapshot.p_kw[i])
-            if held is None and abs(target - baseline) <= deadband:
-                continue  # the device is asked to stay as it is: leave it alone
-            if held is not None and abs(target - held) <= deadband:
-                continue
-            outgoing.append((snapshot.adapters[i], Setpoint(device_id=device_id, p_kw=target, ts=now, instruction_id=execution.instruction.id)))
-            execution.sent_kw[device_id] = target
-            if device_id not in execution.joined_at:
-                execution.joined_at[device_id] = now
-                self._note_event(device_id, now, execution.instruction.id)
-        for device_id in await self._deliver(outgoing):
-            execution.sent_kw.pop(device_id, None)  # not delivered: sent again next step
 
     async def _deliver(self, outgoing: Sequence[tuple[str, Setpoint]]) -> set[str]:
         """Hand set-points to their adapters (grouped), then log them in the store.

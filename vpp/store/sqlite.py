@@ -49,6 +49,8 @@ SCHEMA_VERSION = 1
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US = timedelta(microseconds=1)
+_TELEMETRY_CHUNK = 2000
+"""Samples per write transaction: bounds how long a telemetry batch keeps other writers waiting (~10 ms)."""
 
 _DEVICE: TypeAdapter[Device] = TypeAdapter(Device)
 _SAMPLES: TypeAdapter[list[TelemetrySample]] = TypeAdapter(list[TelemetrySample])
@@ -302,19 +304,23 @@ class SqliteStore(Store):
     # -- telemetry and meters ----------------------------------------------
 
     async def append_telemetry(self, samples: Sequence[TelemetrySample]) -> None:
-        """Add samples to history (first per device and instant wins) and move each device's latest forward."""
-        if not samples:
-            return
-        history = [(s.device_id, _epoch_us(s.ts), s.model_dump_json()) for s in samples]
-        latest = _newest_per_device(history)  # the same rows: each sample is serialised once
-        async with self._write() as db:
-            await db.executemany("INSERT OR IGNORE INTO telemetry (device_id, ts_us, body) VALUES (?, ?, ?)", history)
-            await db.executemany(
-                "INSERT INTO telemetry_latest (device_id, ts_us, body) VALUES (?, ?, ?) "
-                "ON CONFLICT (device_id) DO UPDATE SET ts_us = excluded.ts_us, body = excluded.body "
-                "WHERE excluded.ts_us > telemetry_latest.ts_us",
-                latest,
-            )
+        """Add samples to history (first per device and instant wins) and move each device's latest forward.
+
+        Written in transactions of ``_TELEMETRY_CHUNK`` samples: between them
+        other writers (an instruction being accepted) take the connection, so a
+        10,000-device poll never holds it for more than one chunk.
+        """
+        for start in range(0, len(samples), _TELEMETRY_CHUNK):
+            history = [(s.device_id, _epoch_us(s.ts), s.model_dump_json()) for s in samples[start : start + _TELEMETRY_CHUNK]]
+            latest = _newest_per_device(history)  # the same rows: each sample is serialised once
+            async with self._write() as db:
+                await db.executemany("INSERT OR IGNORE INTO telemetry (device_id, ts_us, body) VALUES (?, ?, ?)", history)
+                await db.executemany(
+                    "INSERT INTO telemetry_latest (device_id, ts_us, body) VALUES (?, ?, ?) "
+                    "ON CONFLICT (device_id) DO UPDATE SET ts_us = excluded.ts_us, body = excluded.body "
+                    "WHERE excluded.ts_us > telemetry_latest.ts_us",
+                    latest,
+                )
 
     async def latest_telemetry(self) -> dict[str, TelemetrySample]:
         """Latest sample per device id."""

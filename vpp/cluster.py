@@ -29,7 +29,7 @@ from aiohttp import web
 
 from adapters.base import Adapter
 from vpp.clock import Clock, RealClock
-from vpp.errors import StoreUnavailable
+from vpp.errors import Conflict, StoreUnavailable
 from vpp.ingest import IngestWorker
 from vpp.leader import Fence, LeaderElection
 from vpp.metrics import CONTENT_TYPE, Metrics
@@ -41,7 +41,7 @@ from vpp.store import open_store
 from vpp.store.redis import RedisStore
 from vpp.store.redis_cluster import RedisCluster
 
-__all__ = ["ROLES", "DispatchCandidate", "process_name", "serve_role"]
+__all__ = ["ROLES", "DispatchCandidate", "SoleDispatcher", "process_name", "serve_role"]
 
 ROLES = ("all", "api", "ingest", "dispatch")
 
@@ -158,6 +158,55 @@ class DispatchCandidate:
 
     async def health(self) -> dict:
         return {"role": "dispatch", "leader": self.election.leading, "token": self.election.token, "terms": self.terms}
+
+
+class SoleDispatcher:
+    """``--role all`` on a Redis store: this process must be the only one driving the devices.
+
+    It takes the dispatch leader lock before its service starts (refusing to
+    start when another process holds it) and renews it while it runs; its
+    service's set-point and state writes go through a ``Fence``. Should the
+    lock be lost (a pause past the lease, Redis losing it), the process stops
+    (``lost`` says why) rather than run on beside another leader: a supervisor
+    restarts it, and it campaigns again.
+    """
+
+    def __init__(self, store: RedisStore, holder: str, lease_s: float, stop: asyncio.Event) -> None:
+        self.cluster = RedisCluster(store)
+        self.election = LeaderElection(self.cluster, holder, lease_s, self._elected, self._deposed)
+        self.lost: str | None = None
+        """Why the lock was lost (the process then stops), else None."""
+        self._stop = stop
+        self._task: asyncio.Task | None = None
+        self.log = structlog.get_logger("vpp.cluster").bind(holder=holder)
+
+    async def start(self) -> Fence:
+        """Take the lock and keep renewing it; the fence for the service. Raises ``Conflict`` when another process holds it."""
+        if not await self.election.try_once():
+            held = await self.cluster.leader()
+            holder = f"'{held[1]}' (token {held[0]})" if held else "another process"
+            raise Conflict(
+                f"{holder} already drives the devices of this Redis store (dispatch leader lock); "
+                "stop it, or run this process with --role api or --role ingest beside it"
+            )
+        assert self.election.token is not None
+        self._task = asyncio.create_task(self.election.run(self._stop), name="vpp-sole-dispatcher")
+        return Fence(self.cluster, self.election, self.election.token)
+
+    async def _elected(self, token: int) -> None:
+        self.log.info("holding the dispatch leader lock", token=token)
+
+    async def _deposed(self, reason: str) -> None:
+        self.lost = reason
+        self.log.error("lost the dispatch leader lock; stopping so two processes never drive the devices", reason=reason)
+        self._stop.set()
+
+    async def stop(self) -> None:
+        """Stop renewing and release the lock (the service has stopped first)."""
+        if self._task is not None:
+            self._stop.set()
+            await self._task
+        await self.election.resign()
 
 
 def _worker_app(metrics: Metrics, store: RedisStore, health: Callable[[], Awaitable[dict]]) -> web.Application:

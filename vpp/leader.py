@@ -94,6 +94,11 @@ class LeaderElection:
                 for waiter in waiters:
                     waiter.cancel()
 
+    async def try_once(self) -> bool:
+        """One attempt (or renewal) now, as ``run`` makes each turn; True when this candidate leads after it."""
+        await self._turn()
+        return self.token is not None
+
     async def _turn(self) -> None:
         """One renewal or attempt; a store outage keeps the lease until it runs out on the local clock."""
         if self._lost.is_set():

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import signal
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,12 +19,14 @@ from adapters.base import Adapter, GridLink
 from vpp.api.app import make_app
 from vpp.auth import create_token
 from vpp.clock import Clock, RealClock, ScaledClock
+from vpp.cluster import SoleDispatcher, process_name
 from vpp.grid_links import grid_links_from_args
 from vpp.model import Role
 from vpp.network import load_network
 from vpp.service import PlantService, ServiceSettings
 from vpp.store import open_store
 from vpp.store.base import Store
+from vpp.store.redis import RedisStore
 
 if TYPE_CHECKING:
     from simulators.sim import SimulatedPark
@@ -122,6 +125,16 @@ async def serve(args: argparse.Namespace) -> int:
     args.data_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(args.store, args.data_dir)
     await store.open()
+    sole = None
+    fence = None
+    if isinstance(store, RedisStore):
+        # Another process may share this Redis: hold the dispatch lock, so two never drive the devices.
+        sole = SoleDispatcher(store, process_name(getattr(args, "name", None)), getattr(args, "lease", 10.0), stop)
+        try:
+            fence = await sole.start()
+        except BaseException:
+            await store.close()
+            raise
     adapters: dict[str, Adapter] = {}
     protocols: ProtocolDemo | None = None
     tokens = None
@@ -138,7 +151,7 @@ async def serve(args: argparse.Namespace) -> int:
         first = (await store.list_enterprises())[0].id
         tokens = await mint_demo_tokens(store, args.data_dir, first)
     settings = ServiceSettings(control_interval_s=args.control_interval, telemetry_interval_s=1.0)
-    service = PlantService(store, adapters, clock, settings=settings, network=network, grid_links=grid_links)
+    service = PlantService(store, adapters, clock, settings=settings, network=network, grid_links=grid_links, fence=fence)
     await service.start()
     if protocols is not None:
         await protocols.start_peers()
@@ -163,7 +176,12 @@ async def serve(args: argparse.Namespace) -> int:
         log.info("shutting down")
         await runner.cleanup()  # stop taking requests first
         await service.stop()
+        if sole is not None:
+            await sole.stop()
         if protocols is not None:
             await protocols.stop()
         await store.close()
+    if sole is not None and sole.lost is not None:
+        print(f"vpp: stopped: lost the dispatch leader lock ({sole.lost})", file=sys.stderr)
+        return 1
     return 0

@@ -11,6 +11,8 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from adapters.base import Adapter
 from tests.redis_support import drop_namespace, redis_url
@@ -89,6 +91,38 @@ async def test_a_repeated_setpoint_write_is_logged_once(cluster):
     assert await cluster.append_setpoints_fenced(batch, token) == 0  # e.g. retried after a lost answer
     assert len(await cluster.store.setpoints_for("i1")) == 2
     assert len(await cluster.store.setpoints_for(None)) == 1
+
+
+setpoint_batches = st.lists(
+    st.lists(
+        st.tuples(st.sampled_from(["d1", "d2", "d3"]), st.integers(0, 3), st.sampled_from(["i1", "i2", None]),
+                  st.one_of(st.none(), st.floats(-50, 50))),
+        max_size=12,
+    ),
+    min_size=1, max_size=4,
+)  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=setpoint_batches)
+async def test_batches_log_each_setpoint_id_once_in_the_order_first_sent(cluster, batches):
+    """Against a plain model: the first set-point per id is logged, in batch order per instruction; repeats are not."""
+    # The first example takes the lock; later ones (same namespace, lease still running) write under its token.
+    token = await cluster.acquire(f"h-{uuid.uuid4().hex}", 30.0) or (await cluster.leader())[0]
+    logged: dict[str | None, list[Setpoint]] = {"i1": [], "i2": [], None: []}
+    before = {key: len(await cluster.store.setpoints_for(key)) for key in logged}
+    seen = {setpoint_id(sp) for key in logged for sp in await cluster.store.setpoints_for(key)}
+    for batch in batches:
+        setpoints = [_sp(device, seconds, instruction_id, p_kw) for device, seconds, instruction_id, p_kw in batch]
+        new = 0
+        for sp in setpoints:
+            if setpoint_id(sp) not in seen:
+                seen.add(setpoint_id(sp))
+                logged[sp.instruction_id].append(sp)
+                new += 1
+        assert await cluster.append_setpoints_fenced(setpoints, token) == new
+    for key, expected in logged.items():
+        assert (await cluster.store.setpoints_for(key))[before[key] :] == expected
 
 
 async def test_release_hands_the_lock_over_at_once(cluster):

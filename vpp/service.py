@@ -43,6 +43,7 @@ from vpp.envelope import plant_envelope
 from vpp.errors import Conflict, InvalidInput, NotFound, VppError
 from vpp.event_tally import EventTally
 from vpp.execution import StepPlan, allowed_devices, baseline_array, plan_step
+from vpp.live_telemetry import LiveTelemetry
 from vpp.metrics import Metrics
 from vpp.model import (
     Device,
@@ -197,7 +198,7 @@ class PlantService:
         self._snapshots = SnapshotCache()  # per-device enrolment arrays, rebuilt only when the fleet changes
         self._adapter_by_device: dict[str, str] = {}  # device id -> its adapter's name (see _adapter_of)
         self._adapter_map_of: list[Device] | None = None  # the device list that map was built from
-        self._latest: dict[str, TelemetrySample] = {}
+        self._live = LiveTelemetry()  # latest sample per device, also as columns for the snapshot
         self._pending: dict[str, tuple[DispatchInstruction, DispatchState]] = {}
         self._active: _Execution | None = None
         self._health = {name: _AdapterHealth() for name in self.adapters}
@@ -233,7 +234,7 @@ class PlantService:
         """Read devices, latest telemetry and open instructions from the store; connect adapters."""
         self._devices = await self.store.list_devices()
         self._devices_read_at = time.monotonic()
-        self._latest = await self.store.latest_telemetry()
+        self._live = LiveTelemetry(await self.store.latest_telemetry())
         self._meters = await self.store.list_meters()
         for instruction, state in await self.store.list_instructions():
             if state.status in OPEN_STATUSES:
@@ -328,6 +329,11 @@ class PlantService:
     def devices(self) -> list[Device]:
         return list(self._devices)
 
+    @property
+    def latest_telemetry(self) -> Mapping[str, TelemetrySample]:
+        """Latest sample per device id (read-only view, updated by every poll)."""
+        return self._live.latest
+
     def wake(self) -> None:
         """Run a control step now (e.g. another process stored an instruction)."""
         self._wake.set()
@@ -375,11 +381,7 @@ class PlantService:
                 self._adapter_failed(name, "read", exc)
                 continue
             if samples:
-                # Live state first: a control step running while the samples are stored already sees them.
-                for sample in samples:
-                    current = self._latest.get(sample.device_id)
-                    if current is None or sample.ts >= current.ts:
-                        self._latest[sample.device_id] = sample
+                self._live.update(samples)  # live state first: a control step running while they are stored sees them
                 await (self.telemetry_sink or self.store.append_telemetry)(samples)
                 self.metrics.telemetry_samples.labels(adapter=name).inc(len(samples))
                 ingested += len(samples)
@@ -462,7 +464,7 @@ class PlantService:
 
     def snapshot(self) -> FleetSnapshot:
         """The fleet now, from the latest telemetry."""
-        return self._snapshots.build(self._devices, self._latest, self.clock.now(), self.settings.stale_after_s, self._zone)
+        return self._snapshots.build_live(self._devices, self._live, self.clock.now(), self.settings.stale_after_s, self._zone)
 
     def envelope(self, hours: float) -> list[dict]:
         """Up/down capability per quarter hour for ``hours`` ahead (JSON-ready rows)."""

@@ -175,7 +175,7 @@ async def test_an_export_limit_makes_the_schedule_curtail_pv_at_noon(tmp_path, o
     opened.append(plant.store)
     # PV and batteries only: the park's loads would otherwise take all the PV at noon.
     devices = [d for d in plant.service.devices if str(d.kind) in ("pv", "battery")]
-    snapshot = build_snapshot(devices, plant.service._latest, plant.clock.now(), SETTINGS.stale_after_s, ZONE)
+    snapshot = build_snapshot(devices, plant.service.latest_telemetry, plant.clock.now(), SETTINGS.stale_after_s, ZONE)
     tariff = default_tariff()
     pv_ids = {d.id for d in devices if str(d.kind) == "pv"}
     free, _ = plan_fleet(devices, snapshot, tariff, ScheduleInputs(uncontrolled_kw=0.0))

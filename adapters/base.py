@@ -104,3 +104,8 @@ class GridLink(_CountsMalformed, abc.ABC):
     @abc.abstractmethod
     async def stop(self) -> None:
         """Stop listening and close connections; safe to call twice."""
+
+    @property
+    def endpoint(self) -> str:
+        """Where the grid reaches this link, for people (the server's banner), e.g. 'IEC 104 outstation on host:port'."""
+        return self.name

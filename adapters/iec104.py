@@ -303,6 +303,10 @@ class Iec104Outstation(GridLink):
         return self._port
 
     @property
+    def endpoint(self) -> str:
+        return f"IEC 104 outstation on {self.host}:{self._port}"
+
+    @property
     def running(self) -> bool:
         """True between :meth:`start` and :meth:`stop`."""
         return self._server is not None and not self._stopping

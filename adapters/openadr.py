@@ -585,6 +585,10 @@ class OpenAdrVen(GridLink):
     # -- lifecycle ---------------------------------------------------------------
 
     @property
+    def endpoint(self) -> str:
+        return f"OpenADR VEN of {self.vtn_url}"
+
+    @property
     def registered(self) -> bool:
         """True while a registration is held and the link answers."""
         return self._registered

@@ -57,19 +57,19 @@ class ProtocolDemo:
     peers: list[_Peer] = field(default_factory=list)
     endpoints: dict[str, str] = field(default_factory=dict)
     """What listens where, for the banner."""
-    _late: list[object] = field(default_factory=list)
+    _ocpp_chargers: _OcppPending | None = None
+    """The simulated chargers dial the OCPP adapter: started once the service has it listening."""
 
     async def start_peers(self) -> None:
         """Start the peers that connect to an adapter (call after the service connected its adapters)."""
         from simulators.ocpp_charger import OcppChargers
 
-        for pending in self._late:
-            if isinstance(pending, _OcppPending):
-                chargers = OcppChargers(pending.park, pending.clock, pending.devices, port=pending.adapter.port)
-                await chargers.start()
-                self.peers.append(chargers)
-                self.endpoints["ocpp"] = f"ws://127.0.0.1:{pending.adapter.port}/<charge point id>"
-        self._late.clear()
+        pending, self._ocpp_chargers = self._ocpp_chargers, None
+        if pending is not None:
+            chargers = OcppChargers(pending.park, pending.clock, pending.devices, port=pending.adapter.port)
+            await chargers.start()
+            self.peers.append(chargers)
+            self.endpoints["ocpp"] = f"ws://127.0.0.1:{pending.adapter.port}/<charge point id>"
 
     async def stop(self) -> None:
         """Stop every peer (the service closes the adapters and grid links itself)."""
@@ -126,7 +126,7 @@ async def start_protocol_demo(
 
     ocpp_devices = [d.model_copy(update={"adapter": "ocpp"}) for d in chargers]
     ocpp = OcppAdapter(ocpp_devices, host=s.host, port=0, clock=clock)
-    demo._late.append(_OcppPending(park, clock, ocpp_devices, ocpp))
+    demo._ocpp_chargers = _OcppPending(park, clock, ocpp_devices, ocpp)
 
     mqtt_devices = [d.model_copy(update={"adapter": "mqtt"}) for d in loads]
     gateways = MqttGatewayFleet(park, clock, mqtt_devices, s.mqtt_host, s.mqtt_port, prefix=s.mqtt_prefix)

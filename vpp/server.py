@@ -156,11 +156,7 @@ async def serve(args: argparse.Namespace) -> int:
     if protocols is not None:
         await protocols.start_peers()
     endpoints = dict(protocols.endpoints) if protocols is not None else {}
-    for link in grid_links:
-        if hasattr(link, "port"):
-            endpoints["iec104"] = f"IEC 104 outstation on {args.host}:{link.port}"
-        elif hasattr(link, "vtn_url"):
-            endpoints["openadr"] = f"OpenADR VEN of {link.vtn_url}"
+    endpoints.update((link.name, link.endpoint) for link in grid_links)
     runner = web.AppRunner(make_app(service), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)

@@ -226,6 +226,7 @@ class PlantService:
         self._schedule_tried_at: datetime | None = None  # last solve attempt, successful or not
         self._schedule_resolve = True  # solve on the next schedule step whatever the age
         self._schedule_sent: dict[str, float] = {}  # device id -> scheduled set-point it holds [kW]
+        self._releases_owed: dict[str, str | None] = {}  # device id -> instruction whose release its adapter refused
         self._devices_read_at: float = 0.0  # monotonic time the device list was last read (shared store) [s]
 
     # -- lifecycle -----------------------------------------------------------
@@ -553,11 +554,32 @@ class PlantService:
             await self._execute(self._active, snapshot, now)
         else:
             await self.schedule_step(snapshot, now)
+        await self._retry_releases(now)
         if self.fence is not None:
             await self.fence.live(
                 {"ts": now.isoformat(), "active_instruction": self._active.instruction.id if self._active else None,
                  "adapters": sorted(self.adapters)}
             )
+
+    async def _retry_releases(self, now: datetime) -> None:
+        """Send again the releases an adapter refused: a device must not keep an ended instruction's set-point.
+
+        Runs after the step's own set-points: a device that got a newer one
+        (a new instruction, the schedule) no longer needs its release. Only
+        adapters that reconnected are tried (``poll_telemetry`` reconnects with backoff).
+        """
+        if not self._releases_owed:
+            return
+        held = set(self._schedule_sent) | (set(self._active.sent_kw) if self._active is not None else set())
+        owed = {d: iid for d, iid in self._releases_owed.items() if d not in held}
+        ready = {d: iid for d, iid in owed.items() if self._health.get(self._adapter_of(d), _AdapterHealth()).connected}
+        outgoing = [
+            (self._adapter_of(d), Setpoint(device_id=d, p_kw=None, ts=now, instruction_id=iid)) for d, iid in ready.items()
+        ]
+        undelivered = await self._deliver(outgoing)
+        self._releases_owed = {d: iid for d, iid in owed.items() if d not in ready or d in undelivered}
+        if len(self._releases_owed) < len(owed):
+            self.log.info("owed releases sent", devices=len(owed) - len(self._releases_owed), still_owed=len(self._releases_owed))
 
     async def _read_shared(self) -> None:
         """Take in instructions other processes stored, and (every ``device_refresh_s``) devices they enrolled."""
@@ -687,7 +709,8 @@ class PlantService:
                 self._events.note((device_id,), now, f"schedule-{now.isoformat()}")  # a curtailment counts as an event
             self._schedule_sent[device_id] = target
         for device_id in await self._deliver(outgoing):
-            self._schedule_sent.pop(device_id, None)  # not delivered: sent again next step
+            if self._schedule_sent.pop(device_id, None) is None:  # not delivered: a set-point is sent again next step,
+                self._releases_owed[device_id] = None  # a release once its adapter is back
 
     async def _expire_missed(self, now: datetime) -> None:
         """Instructions whose window passed while they waited (e.g. service down) are closed, not run late."""
@@ -830,10 +853,13 @@ class PlantService:
         execution.dispatchable = dispatchable
 
     async def _deliver(self, outgoing: Sequence[tuple[str, Setpoint]]) -> set[str]:
-        """Hand set-points to their adapters (grouped), then log them in the store.
+        """Hand set-points to their adapters (grouped), then log the ones they took in the store.
 
+        A fenced leader instead logs every one under its token before handing
+        them over (a stale leader must be refused before any adapter sees one).
         Returns the ids of devices whose adapter failed to take them: the
-        callers forget those as held, so the next step sends them again.
+        callers forget those as held, so the next step sends them again
+        (releases: ``_retry_releases``).
         """
         if not outgoing:
             return set()
@@ -857,8 +883,8 @@ class PlantService:
                 undelivered.update(sp.device_id for sp in setpoints)
                 continue
             self.metrics.setpoints_sent.labels(adapter=adapter_name).inc(len(setpoints))
-        if self.fence is None:
-            await self.store.append_setpoints([sp for _, sp in outgoing])
+        if self.fence is None:  # the audit log holds what adapters took (a fenced leader logged all before handing)
+            await self.store.append_setpoints([sp for _, sp in outgoing if sp.device_id not in undelivered])
         return undelivered
 
     async def _finish(self, execution: _Execution, status: DispatchStatus, message: str) -> None:
@@ -868,7 +894,8 @@ class PlantService:
             (self._adapter_of(device_id), Setpoint(device_id=device_id, p_kw=None, ts=now, instruction_id=execution.instruction.id))
             for device_id in execution.sent_kw
         ]
-        await self._deliver(release)
+        for device_id in await self._deliver(release):
+            self._releases_owed[device_id] = execution.instruction.id  # sent again once its adapter is back
         for device_id in set(execution.sent_kw) | set(execution.joined_at):
             self._schedule_sent.pop(device_id, None)  # the instruction overrode (and released) it
         self._schedule_resolve = True  # released devices return to a fresh schedule on the next step

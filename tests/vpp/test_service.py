@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import uuid
 from datetime import timedelta
 
@@ -255,3 +257,46 @@ async def test_cancelling_an_active_instruction_releases_its_devices_and_a_pendi
     assert again.message == "grid cancelled the event", "cancelling again changes nothing"
     _, stored = await plant.store.get_instruction("i-1")
     assert stored.status is DispatchStatus.CANCELLED
+
+
+class _FlakyWrites:
+    """The simulator adapter, except that set-point writes fail while ``failing``."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.failing, self.name = inner, False, inner.name
+
+    async def connect(self) -> None:
+        await self.inner.connect()
+
+    async def read_telemetry(self) -> list[TelemetrySample]:
+        return await self.inner.read_telemetry()
+
+    async def write_setpoints(self, setpoints) -> None:
+        if self.failing:
+            raise ConnectionError("peer dropped the write")
+        await self.inner.write_setpoints(setpoints)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def test_a_release_the_adapter_refused_is_sent_once_it_is_back(plant):
+    flaky = _FlakyWrites(plant.service.adapters["simulator"])
+    no_schedule = dataclasses.replace(SETTINGS, schedule_interval_s=0.0)  # only the instruction moves devices
+    service = PlantService(plant.store, {"simulator": flaky}, plant.clock, settings=no_schedule)
+    plant.service = service
+    await service.load()
+    await service.submit_instruction(_delta(plant, 100.0))
+    await plant.run(10)
+    held = {sp.device_id for sp in await plant.store.setpoints_for("i-1") if sp.p_kw is not None}
+    assert held
+    flaky.failing = True
+    await service.cancel_instruction("i-1", "grid cancelled")
+    assert not [sp for sp in await plant.store.setpoints_for("i-1") if sp.p_kw is None], "nothing was taken, nothing logged"
+    await plant.run(4)  # the adapter is still refusing: the releases stay owed
+    flaky.failing = False
+    await asyncio.sleep(1.1)  # the reconnect backoff after one failure [s of real time]
+    await plant.run(4)
+    released = {sp.device_id for sp in await plant.store.setpoints_for("i-1") if sp.p_kw is None}
+    assert released == held
+    assert service._releases_owed == {}

@@ -71,7 +71,7 @@ import tempfile
 import time
 import tracemalloc
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -245,9 +245,24 @@ def reference_ms(service: PlantService, rng: random.Random, repeat: int = 20) ->
 
 
 async def run_driven(
-    service: PlantService, adapter: CountingAdapter, clock: ManualClock, n: int, rng: random.Random, name: str, time_release: bool
+    service: PlantService,
+    adapter: CountingAdapter,
+    clock: ManualClock,
+    n: int,
+    rng: random.Random,
+    name: str,
+    time_release: bool = False,
+    mode: str = "driven",
+    submit: Callable[[DispatchInstruction], Awaitable[object]] | None = None,
 ) -> Figures:
-    figures = Figures(name, "driven", [], [], [])
+    """``n`` instructions (after two warm-up ones), each submitted then executed by one control step.
+
+    ``submit`` stores the instruction (default: the service's own
+    ``submit_instruction``); the latency runs from calling it until the
+    adapter got the instruction's set-points.
+    """
+    submit = submit or service.submit_instruction
+    figures = Figures(name, mode, [], [], [])
     for i in range(n + 2):  # the first two warm up
         clock.advance(SETTINGS.control_interval_s)
         await service.poll_telemetry()
@@ -255,11 +270,11 @@ async def run_driven(
         instr = instruction(i, clock.now(), state["available_up_kw"], state["available_down_kw"], rng)
         gc.collect()
         t0 = time.perf_counter()
-        await service.submit_instruction(instr)
+        await submit(instr)
         t1 = time.perf_counter()
         await service.control_step()
         if instr.id not in adapter.handed_at:
-            raise SystemExit(f"instruction {instr.id} handed no set-point to the adapter")
+            raise SystemExit(f"{mode}: instruction {instr.id} handed no set-point to the adapter")
         if i >= 2:
             figures.latencies_ms.append(1e3 * (adapter.handed_at[instr.id] - t0))
             figures.submit_ms.append(1e3 * (t1 - t0))
@@ -335,29 +350,15 @@ async def run_leader(
         telemetry_sink=publish,
     )
     await service.load()
-    figures = Figures(name, "leader", [], [], [])
+
+    async def submit(instr: DispatchInstruction) -> None:
+        await store_instruction(store, instr, clock.now())  # as an API replica stores it
+
     try:
-        for i in range(n + 2):  # the first two warm up
-            clock.advance(SETTINGS.control_interval_s)
-            await service.poll_telemetry()
-            state = service.plant()
-            instr = instruction(i, clock.now(), state["available_up_kw"], state["available_down_kw"], rng)
-            gc.collect()
-            t0 = time.perf_counter()
-            await store_instruction(store, instr, clock.now())
-            t1 = time.perf_counter()
-            await service.control_step()
-            if instr.id not in adapter.handed_at:
-                raise SystemExit(f"leader: instruction {instr.id} handed no set-point to the adapter")
-            if i >= 2:
-                figures.latencies_ms.append(1e3 * (adapter.handed_at[instr.id] - t0))
-                figures.submit_ms.append(1e3 * (t1 - t0))
-                figures.setpoints.append(adapter.handed_count[instr.id])
-            await service.cancel_instruction(instr.id, "benchmark: next instruction")
+        return await run_driven(service, adapter, clock, n, rng, name, mode="leader", submit=submit)
     finally:
         await service.stop()
         await election.resign()
-    return figures
 
 
 async def _nothing(_: object) -> None:

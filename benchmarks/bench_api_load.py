@@ -23,8 +23,14 @@ Reference, measured in the same run under the same load: a bare aiohttp
 server in a child process answering the same three paths with the JSON the
 real service answered before the run (no auth, no store, no live state).
 ``ratio`` is the service's requests/s over the reference's: the share of the
-bare server's throughput left after authentication (one store read per
-request), the plant snapshot, the middleware and the metrics.
+bare server's throughput left after authentication (token records cached for
+2 s, ``vpp.auth.TokenCache``), the plant totals (computed per request), the
+store health (a ping shared by concurrent checks, ``vpp.api.views``), the
+dispatch view (encoded once per control step), the middleware and the metrics.
+
+``cpu us/req`` is the server process's CPU time (user + system, all its
+threads, from ``/proc``) over the load, per request answered: it moves less
+than requests/s when other work shares the cores.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ class Tally:
     latencies_s: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     seconds: float = 0.0
+    server_cpu_s: float | None = None  # CPU time the server process spent during the load [s]; None off Linux
 
     def requests(self) -> int:
         return sum(len(v) for v in self.latencies_s.values())
@@ -99,13 +106,35 @@ async def load(base: str, paths: dict[str, tuple[str, dict[str, str]]], connecti
     return tally
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process ``pid`` so far, all threads [s]; None where /proc is not there."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def load_measured(
+    pid: int, base: str, paths: dict[str, tuple[str, dict[str, str]]], connections: int, seconds: float
+) -> Tally:
+    """``load``, with the CPU time the server process ``pid`` spent meanwhile."""
+    before = cpu_seconds(pid)
+    tally = await load(base, paths, connections, seconds)
+    after = cpu_seconds(pid)
+    if before is not None and after is not None:
+        tally.server_cpu_s = after - before
+    return tally
+
+
 def report(name: str, tally: Tally, reference_rps: float | None) -> str:
     every = np.concatenate([np.array(v) for v in tally.latencies_s.values()]) * 1e3
     rps = tally.requests() / tally.seconds
     ratio = f"{rps / reference_rps:.2f}x" if reference_rps else "1.00x"
     errors = sum(tally.errors.values())
+    cpu = f"{tally.server_cpu_s / tally.requests() * 1e6:>12.0f}" if tally.server_cpu_s is not None else f"{'n/a':>12}"
     lines = [(f"{name:<10} {'all':<9} {tally.requests():>9,} {rps:>9,.0f} {np.percentile(every, 50):>8.1f} "
-              f"{np.percentile(every, 99):>8.1f} {errors:>7} {ratio:>7}")]
+              f"{np.percentile(every, 99):>8.1f} {errors:>7} {ratio:>7} {cpu}")]
     for path in PATHS:
         ms = np.array(tally.latencies_s.get(path, [np.nan])) * 1e3
         lines.append(f"{'':<10} {path:<9} {len(tally.latencies_s.get(path, [])):>9,} {len(ms) / tally.seconds:>9,.0f} "
@@ -221,7 +250,7 @@ async def main_async(args: argparse.Namespace) -> int:
         try:
             tokens = json.loads((Path(tmp) / "demo-tokens.json").read_text())
             paths, bodies = await prepare(base, tokens)
-            service = await load(base, paths, args.connections, args.seconds)
+            service = await load_measured(process.pid, base, paths, args.connections, args.seconds)
         finally:
             stop_service(process)
             if store_url:
@@ -232,11 +261,14 @@ async def main_async(args: argparse.Namespace) -> int:
     bare.start()
     try:
         port = ports.get(timeout=30)
-        reference = await load(f"http://127.0.0.1:{port}", {k: (p, {}) for k, (p, _) in paths.items()}, args.connections, args.seconds)
+        reference = await load_measured(
+            bare.pid, f"http://127.0.0.1:{port}", {k: (p, {}) for k, (p, _) in paths.items()}, args.connections, args.seconds
+        )
     finally:
         bare.terminate()
         bare.join(10)
-    header = f"{'server':<10} {'path':<9} {'requests':>9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'ratio':>7}"
+    header = (f"{'server':<10} {'path':<9} {'requests':>9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'ratio':>7} "
+              f"{'cpu us/req':>12}")
     print()
     print(header)
     print("-" * len(header))
@@ -244,8 +276,12 @@ async def main_async(args: argparse.Namespace) -> int:
     print(report("reference", reference, None))
     print(report("service", service, reference_rps))
     every = np.concatenate([np.array(v) for v in service.latencies_s.values()]) * 1e3
+    cpu = ""
+    if service.server_cpu_s is not None and reference.server_cpu_s is not None:
+        cpu = (f"; server CPU {service.server_cpu_s / service.requests() * 1e6:.0f} us/request "
+               f"(reference {reference.server_cpu_s / reference.requests() * 1e6:.0f})")
     print(f"\nservice: {service.requests() / service.seconds:,.0f} requests/s at p99 {np.percentile(every, 99):.1f} ms "
-          f"with {args.connections} connections")
+          f"with {args.connections} connections{cpu}")
     return 1 if sum(service.errors.values()) else 0
 
 

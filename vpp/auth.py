@@ -3,13 +3,27 @@
 Lifecycle: minted (``vpp token create``, optionally ``--days N`` until it
 expires), used, and revoked (``vpp token revoke``). A revoked or expired token
 is refused with 401 and a message saying which; its record stays for audit.
+
+The API keeps records it read to authenticate requests for
+``TOKEN_CACHE_TTL_S`` in its ``TokenCache`` (at most ``TOKEN_CACHE_SIZE`` of
+them), so a busy API does not read the store once per request:
+
+* expiry is checked on every request against the record's ``expires_at``,
+  cached or not: an expired token is refused from its expiry instant on;
+* a revocation (``vpp token revoke``, a process of its own) is refused by a
+  running API within ``TOKEN_CACHE_TTL_S``; ``revoke_token`` given the cache
+  drops the record from it at once;
+* unknown tokens are never cached: a token created a moment ago works at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -20,6 +34,13 @@ from vpp.store.base import Store
 TOKEN_PREFIX = "vpp_"
 MIN_HASH_PREFIX = 8
 """Fewest hex digits of a token hash that name it in ``vpp token revoke`` [-]."""
+
+TOKEN_CACHE_TTL_S = 2.0
+"""Longest a token record read from the store is reused to authenticate requests [s]; bounds how late
+a revocation written by another process is seen (the same process's ``revoke_token`` takes effect at once)."""
+
+TOKEN_CACHE_SIZE = 1024
+"""Most token records one store's cache holds [-]; beyond it the oldest read is dropped."""
 
 
 @dataclass(frozen=True)
@@ -84,12 +105,83 @@ def bearer_secret(authorization: str | None) -> str:
     return secret.strip()
 
 
-async def authenticate(store: Store, authorization: str | None, now: datetime) -> Principal:
+class TokenCache:
+    """Token records of one store, each reused for ``ttl_s`` after the read that fetched it.
+
+    Concurrent requests with a token not cached share one store read. ``forget``
+    drops a record and voids every read still in flight, so a record read before
+    a revocation is never cached after it. Unknown tokens (no record) are not cached.
+    """
+
+    def __init__(self, ttl_s: float = TOKEN_CACHE_TTL_S, max_tokens: int = TOKEN_CACHE_SIZE,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if not ttl_s >= 0:
+            raise ValueError(f"ttl_s {ttl_s} must be >= 0")
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens {max_tokens} must be >= 1")
+        self._ttl_s = ttl_s
+        self._max_tokens = max_tokens
+        self._clock = clock
+        self._records: dict[str, tuple[ApiToken, float]] = {}  # hash -> (record, monotonic time its read started [s])
+        self._reading: dict[tuple[str, int], asyncio.Future[ApiToken | None]] = {}  # (hash, generation) -> read in flight
+        self._generation = 0  # bumped by forget: reads started before it may not fill the cache
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    async def record(self, store: Store, token_sha256: str) -> ApiToken | None:
+        """The record with this hash: cached when read less than ``ttl_s`` ago, else read from ``store``."""
+        cached = self._records.get(token_sha256)
+        if cached is not None and self._clock() - cached[1] < self._ttl_s:
+            return cached[0]
+        key = (token_sha256, self._generation)
+        reading = self._reading.get(key)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read(store, key))
+            reading.add_done_callback(_retrieve_outcome)
+            self._reading[key] = reading
+        # Shielded: a caller that goes away does not cancel the read the others wait for.
+        return await asyncio.shield(reading)
+
+    def forget(self, token_sha256: str) -> None:
+        """Drop the cached record of this hash; reads in flight return their record but do not cache it."""
+        self._records.pop(token_sha256, None)
+        self._generation += 1
+
+    async def _read(self, store: Store, key: tuple[str, int]) -> ApiToken | None:
+        token_sha256, generation = key
+        started = self._clock()
+        try:
+            record = await store.get_token(token_sha256)
+        finally:
+            self._reading.pop(key, None)
+        if record is not None and generation == self._generation:
+            self._keep(token_sha256, record, started)
+        return record
+
+    def _keep(self, token_sha256: str, record: ApiToken, read_at: float) -> None:
+        self._records.pop(token_sha256, None)  # re-inserted last: the dict's order is the order of reads
+        if len(self._records) >= self._max_tokens:
+            del self._records[next(iter(self._records))]
+        self._records[token_sha256] = (record, read_at)
+
+
+def _retrieve_outcome(future: asyncio.Future) -> None:
+    # A read whose callers all went away still has its error looked at (no "never retrieved" report).
+    if not future.cancelled():
+        future.exception()
+
+
+async def authenticate(store: Store, authorization: str | None, now: datetime, cache: TokenCache | None = None) -> Principal:
     """Resolve a request's Authorization header to a ``Principal`` at ``now`` (wall-clock UTC).
 
-    Raises ``Unauthorized`` for a missing, unknown, revoked or expired token, saying which.
+    With a ``cache`` (the API's, see the module's notes) the record may come
+    from it; its revocation and ``expires_at`` are checked against ``now`` on
+    every call. Raises ``Unauthorized`` for a missing, unknown, revoked or
+    expired token, saying which.
     """
-    record = await store.get_token(hash_token(bearer_secret(authorization)))
+    sha = hash_token(bearer_secret(authorization))
+    record = await (cache.record(store, sha) if cache is not None else store.get_token(sha))
     if record is None:
         raise Unauthorized("unknown token")
     refusal = record.refusal(now)
@@ -110,7 +202,7 @@ async def find_token(store: Store, reference: str) -> ApiToken:
             raise NotFound("no stored token has that secret")
         return record
     prefix = reference.lower()
-    if not re.fullmatch(r"[0-9a-f]{%d,64}" % MIN_HASH_PREFIX, prefix):
+    if not re.fullmatch(rf"[0-9a-f]{{{MIN_HASH_PREFIX},64}}", prefix):
         raise InvalidInput("token", f"give the secret ({TOKEN_PREFIX}…) or at least {MIN_HASH_PREFIX} hex digits of its hash")
     matches = [t for t in await store.list_tokens() if t.token_sha256.startswith(prefix)]
     if not matches:
@@ -120,8 +212,10 @@ async def find_token(store: Store, reference: str) -> ApiToken:
     return matches[0]
 
 
-async def revoke_token(store: Store, reference: str, now: datetime) -> tuple[ApiToken, bool]:
-    """Revoke the token ``reference`` names (see ``find_token``) at ``now``.
+async def revoke_token(
+    store: Store, reference: str, now: datetime, cache: TokenCache | None = None
+) -> tuple[ApiToken, bool]:
+    """Revoke the token ``reference`` names (see ``find_token``) at ``now``; drop it from ``cache`` if given.
 
     Returns the record as stored and whether this call revoked it (False: it already was).
     """
@@ -129,5 +223,10 @@ async def revoke_token(store: Store, reference: str, now: datetime) -> tuple[Api
     if record.revoked:
         return record, False
     revoked = record.model_copy(update={"revoked": True, "revoked_at": now})
-    await store.put_token(revoked)
+    try:
+        await store.put_token(revoked)
+    finally:
+        if cache is not None:
+            # Also when the write failed: it may have landed, and a read costs less than a token honoured too long.
+            cache.forget(record.token_sha256)
     return revoked, True

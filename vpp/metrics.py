@@ -47,6 +47,17 @@ class Metrics:
             "vpp_http_rejected", "HTTP requests refused at the edge (unauthorized, forbidden, body_too_large, rate_limited)",
             ["reason"], registry=r,
         )
+        # Labelled children by label values: ``labels()`` takes a lock and builds a key on every call,
+        # a cost paid per HTTP request; the set is bounded by routes x methods x statuses.
+        self._http_answered: dict[tuple[str, str, int], Counter] = {}
+
+    def http_answered(self, method: str, route: str, status: int) -> None:
+        """Count one HTTP answer of ``status`` to ``method`` on the canonical ``route`` (``vpp_http_requests``)."""
+        key = (method, route, status)
+        child = self._http_answered.get(key)
+        if child is None:
+            child = self._http_answered[key] = self.http_requests.labels(method=method, route=route, status=str(status))
+        child.inc()
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -12,6 +12,7 @@ import structlog
 from aiohttp import web
 
 from vpp.api.limits import retry_after_s
+from vpp.api.views import HEALTH_KEY
 from vpp.errors import InvalidInput, StoreUnavailable, Unauthorized, VppError
 from vpp.model import DeviceKind
 
@@ -119,13 +120,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response.headers["Retry-After"] = str(retry_after_s(exc.wait_s))
         return response
     except StoreUnavailable:
+        health = request.app.get(HEALTH_KEY)
+        if health is not None:
+            health.failed()  # /healthz pings again instead of vouching for the store from an earlier ping
         # The detail names files or hosts: it goes to the log, the caller gets the id to quote.
         request_id = request_id_of(request)
         structlog.get_logger("vpp.api").exception("store unavailable", request_id=request_id, method=request.method, path=request.path)
         return error_response(503, "the store is unavailable; try again later", request_id=request_id)
     except VppError as exc:
         return error_response(exc.http_status, str(exc))
-    except Exception:
+    except Exception:  # noqa: BLE001 - the last resort: logged with its trace, the caller gets a plain 500
         request_id = request_id_of(request)
         structlog.get_logger("vpp.api").exception("unhandled error", request_id=request_id, method=request.method, path=request.path)
         return error_response(500, "internal error; quote the request id to the operator", request_id=request_id)

@@ -87,6 +87,8 @@ class LiveTelemetry:
         self._latest: dict[str, TelemetrySample] = dict(latest or {})
         self._columns: TelemetryColumns | None = None
         self._row_of: dict[str, int] = {}
+        self.version = 0
+        """Bumped by every ``update`` that kept a sample: equal versions, same telemetry [-]."""
 
     @property
     def latest(self) -> Mapping[str, TelemetrySample]:
@@ -110,6 +112,8 @@ class LiveTelemetry:
                 self._columns.write(rows, kept)
             else:  # devices of another fleet (not enrolled, or enrolled since): kept in ``latest`` only
                 self._columns.write(rows[known], [s for s, k in zip(kept, known.tolist()) if k])
+        if kept:
+            self.version += 1
         return len(kept)
 
     def columns(self, device_ids: tuple[str, ...]) -> TelemetryColumns:

@@ -27,7 +27,7 @@ import gc
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -143,6 +143,20 @@ def _hours_since(joined_at: Mapping[str, datetime], device_ids: Sequence[str], n
     )
 
 
+@dataclass(frozen=True, eq=False)
+class _PlantAnswer:
+    """The last ``plant()`` totals and everything they were computed from; valid while all of it holds."""
+
+    devices: list  # the fleet list (identity: every fleet change assigns a new list)
+    live: LiveTelemetry  # identity: load() starts a new one
+    live_version: int  # LiveTelemetry.version
+    active_id: str | None
+    local_hour: int  # protected hours change on the local hour
+    computed_at: datetime
+    fresh_until: datetime  # the first fresh device turns stale after this instant
+    body: dict  # plant_state(...) with active_instruction; "ts" replaced per answer
+
+
 @dataclass
 class _AdapterHealth:
     connected: bool = False
@@ -199,6 +213,7 @@ class PlantService:
         self._adapter_by_device: dict[str, str] = {}  # device id -> its adapter's name (see _adapter_of)
         self._adapter_map_of: list[Device] | None = None  # the device list that map was built from
         self._live = LiveTelemetry()  # latest sample per device, also as columns for the snapshot
+        self._plant_answer: _PlantAnswer | None = None  # last plant() totals, reused while their inputs are unchanged
         self._pending: dict[str, tuple[DispatchInstruction, DispatchState]] = {}
         self._active: _Execution | None = None
         self._health = {name: _AdapterHealth() for name in self.adapters}
@@ -463,9 +478,10 @@ class PlantService:
 
     # -- live state --------------------------------------------------------------
 
-    def snapshot(self) -> FleetSnapshot:
-        """The fleet now, from the latest telemetry."""
-        return self._snapshots.build_live(self._devices, self._live, self.clock.now(), self.settings.stale_after_s, self._zone)
+    def snapshot(self, now: datetime | None = None) -> FleetSnapshot:
+        """The fleet at ``now`` (default: the clock's now), from the latest telemetry."""
+        now = self.clock.now() if now is None else now
+        return self._snapshots.build_live(self._devices, self._live, now, self.settings.stale_after_s, self._zone)
 
     def envelope(self, hours: float) -> list[dict]:
         """Up/down capability per quarter hour for ``hours`` ahead (JSON-ready rows)."""
@@ -492,10 +508,30 @@ class PlantService:
         return device_rows(self.snapshot())
 
     def plant(self) -> dict:
-        """Live plant totals (JSON-ready), with the active instruction's id."""
-        state = plant_state(self.snapshot())
-        state["active_instruction"] = self._active.instruction.id if self._active else None
-        return state
+        """Live plant totals (JSON-ready), with the active instruction's id.
+
+        Computed again only when an input changed: the fleet, the telemetry, the
+        active instruction, the local hour, or the clock passing the instant a
+        fresh device turns stale. Otherwise the last totals are exact and only
+        ``ts`` is new.
+        """
+        now = self.clock.now()
+        active_id = self._active.instruction.id if self._active else None
+        hour = now.astimezone(self._zone).hour
+        kept = self._plant_answer
+        if not (
+            kept is not None and kept.devices is self._devices and kept.live is self._live and kept.live_version == self._live.version
+            and kept.active_id == active_id and kept.local_hour == hour and kept.computed_at <= now <= kept.fresh_until
+        ):
+            snapshot = self.snapshot(now)
+            body = plant_state(snapshot)
+            body["active_instruction"] = active_id
+            seen = [t for t, fresh in zip(snapshot.last_seen, snapshot.fresh.tolist()) if fresh and t is not None]
+            fresh_until = min(seen) + timedelta(seconds=self.settings.stale_after_s) if seen else datetime.max.replace(tzinfo=now.tzinfo)
+            kept = self._plant_answer = _PlantAnswer(
+                self._devices, self._live, self._live.version, active_id, hour, now, fresh_until, body
+            )
+        return {**kept.body, "ts": now.isoformat()}
 
     # -- instructions --------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import pytest
 from adapters.simulator import SimulatorAdapter
 from tests.redis_support import drop_namespace, redis_url
 from tests.vpp.harness import SETTINGS, make_plant
+from vpp.aggregator import plant_state
 from vpp.service import PlantService
 from vpp.store import RedisStore
 from vpp.model import DispatchInstruction, DispatchStatus, TelemetrySample
@@ -300,3 +301,40 @@ async def test_a_release_the_adapter_refused_is_sent_once_it_is_back(plant):
     released = {sp.device_id for sp in await plant.store.setpoints_for("i-1") if sp.p_kw is None}
     assert released == held
     assert service._releases_owed == {}
+
+
+async def test_plant_totals_reused_between_changes_always_equal_a_fresh_computation(plant):
+    """``plant()`` keeps its last totals while nothing they depend on changed; every answer must be exact."""
+    service = plant.service
+    answers = reused = 0
+
+    def check() -> None:
+        nonlocal answers, reused
+        before = service._plant_answer
+        got = service.plant()
+        reused += service._plant_answer is before
+        fresh = plant_state(service.snapshot())
+        fresh["active_instruction"] = service._active.instruction.id if service._active else None
+        assert got == fresh
+        answers += 1
+
+    for _ in range(3):
+        check()
+    await plant.run(4)
+    check()
+    await service.submit_instruction(_delta(plant, 50.0))
+    check()
+    await service.control_step()
+    check()
+    for _ in range(60):  # no telemetry: devices turn stale one by one as the clock passes each one's limit
+        plant.clock.advance(0.25)
+        check()
+    await plant.run(2)
+    check()
+    plant.clock.advance(3600 - 1)  # across a local hour: protected hours change
+    await service.poll_telemetry()
+    check()
+    for _ in range(8):
+        plant.clock.advance(0.25)
+        check()
+    assert 0 < reused < answers  # both paths were taken

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import socket
 import uuid
@@ -284,6 +285,10 @@ async def serve_role(
                 await replica.stop()
         elif args.role == "ingest":
             worker = IngestWorker(store, cluster, name, metrics=metrics, claim_idle_s=args.claim_idle)
+            # What is loaded now lives as long as the process: out of the cyclic collector's full passes,
+            # which otherwise rescan it while 10,000-sample batches churn (about 1.5 us per sample).
+            gc.collect()
+            gc.freeze()
 
             async def ingest_health() -> dict:
                 return {"role": "ingest", "consumer": name, "written": worker.written, "claimed": worker.claimed}

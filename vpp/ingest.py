@@ -2,7 +2,8 @@
 
 The process that reads the devices (the dispatch leader's adapters, or any
 gateway) appends raw samples to ``ns:ingest:{p}``, one stream per partition
-of enterprises (``vpp.store.redis_cluster.partition_of``). Every ingest
+of enterprises (``vpp.store.redis_cluster.partition_of``), in entries of up
+to 1,000 samples. Every ingest
 worker reads all partitions as one consumer of the group ``ingest``, so
 Redis hands each entry to exactly one of them; the worker writes the batch
 to the store (history and latest per device) and only then acknowledges it.
@@ -23,7 +24,7 @@ import structlog
 
 from vpp.errors import StoreUnavailable
 from vpp.metrics import Metrics
-from vpp.store.redis import RedisStore
+from vpp.store.redis import _CHUNK, RedisStore
 from vpp.store.redis_cluster import IngestEntry, RedisCluster
 
 __all__ = ["INGEST_GROUP", "IngestWorker"]
@@ -39,7 +40,9 @@ class IngestWorker:
     consumer : str
         This worker's name in the group (unique per process).
     batch : int
-        Entries read per call [unitless].
+        Samples read per partition per call, about [unitless]: the stream
+        count is this over the samples per entry of the last read (entries
+        hold up to 1,000 samples; those of version 1 writers one).
     claim_idle_s : float
         Entries pending this long with another consumer are taken over [s].
     block_s : float
@@ -68,7 +71,8 @@ class IngestWorker:
         self.written = 0
         """Samples this worker wrote to the store (re-claimed ones included) [unitless]."""
         self.claimed = 0
-        """Entries this worker took over from others [unitless]."""
+        """Samples this worker took over from others [unitless]."""
+        self._per_entry = float(_CHUNK)  # samples per stream entry in the last read [unitless]
         self._claimed_at = 0.0  # monotonic time of the last re-claim pass [s]
         self.log = structlog.get_logger("vpp.ingest").bind(consumer=consumer)
 
@@ -98,15 +102,16 @@ class IngestWorker:
         entries: list[IngestEntry] = []
         if time.monotonic() - self._claimed_at >= self.claim_idle_s / 2:
             # Own entries left pending by a failed write are re-claimed here too.
-            claimed = await self.cluster.claim_telemetry(self.group, self.consumer, self.claim_idle_s, self.batch)
+            claimed = await self.cluster.claim_telemetry(self.group, self.consumer, self.claim_idle_s, self._count())
             self._claimed_at = time.monotonic()
             if claimed:
                 self.claimed += len(claimed)
-                self.log.info("re-claimed pending telemetry", entries=len(claimed))
+                self.log.info("re-claimed pending telemetry", samples=len(claimed))
             entries += claimed
-        entries += await self.cluster.read_telemetry(self.group, self.consumer, self.batch, int(self.block_s * 1000))
+        entries += await self.cluster.read_telemetry(self.group, self.consumer, self._count(), int(self.block_s * 1000))
         if not entries:
             return 0
+        self._per_entry = len(entries) / len({(e.stream, e.entry_id) for e in entries})
         samples = [e.sample for e in entries if e.sample is not None]
         if len(samples) < len(entries):
             self.metrics.adapter_malformed.labels(adapter="ingest").inc(len(entries) - len(samples))
@@ -116,3 +121,7 @@ class IngestWorker:
         self.written += len(samples)
         self.metrics.telemetry_samples.labels(adapter="ingest").inc(len(samples))
         return len(samples)
+
+    def _count(self) -> int:
+        """Stream entries to ask for per partition: about ``batch`` samples [unitless]."""
+        return max(1, min(self.batch, round(self.batch / self._per_entry)))

@@ -12,7 +12,8 @@ key                                         type    content
 ``ns:device_owner``                         hash    device id -> enterprise id
 ``ns:enterprise_devices:{eid}``             set     device ids of one enterprise
 ``ns:tokens``                               hash    sha256 -> packed token
-``ns:telemetry``                            stream  every accepted sample (field ``s``), trimmed ~MAXLEN
+``ns:telemetry``                            stream  accepted samples, one entry per chunk of up to 1,000 (field
+                                                    ``samples``: msgpack array of them), trimmed ~MAXLEN samples
 ``ns:telemetry:latest``                     hash    device id -> packed latest sample
 ``ns:telemetry:latest_us``                  hash    device id -> its ts [us since epoch]
 ``ns:telemetry:history:{device_id}``        zset    packed sample scored by ts [us since epoch]
@@ -33,6 +34,11 @@ year 2255, so exact in Redis' double scores and in Lua numbers. Writes that
 must be atomic (instruction + state, device ownership, latest-only-forward)
 are Lua scripts. As in the SQLite store, a time series keeps one point per
 instant: a repeated instant is ignored (first one wins).
+
+Layout versions: 2 made ``ns:telemetry`` (and the ingest streams of
+``vpp.store.redis_cluster``) one entry per chunk of samples instead of one
+per sample. Everything version 1 wrote reads the same, so opening a version
+1 namespace upgrades it in place; version 1 software then refuses it.
 """
 
 from __future__ import annotations
@@ -41,9 +47,9 @@ import asyncio
 import functools
 import re
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import msgpack
@@ -52,8 +58,8 @@ from pydantic import BaseModel, TypeAdapter
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.exceptions import WatchError
 
 from vpp.chain import make_record
 from vpp.errors import Conflict, NotFound, StoreUnavailable
@@ -72,61 +78,78 @@ from vpp.model import (
 )
 from vpp.store.base import Store, _corrections, _expected_head
 
-__all__ = ["RedisStore", "SCHEMA_VERSION"]
+__all__ = ["SCHEMA_VERSION", "RedisStore"]
 
-SCHEMA_VERSION = 1
-"""Version of the key layout above; a namespace written by a newer version is refused."""
+SCHEMA_VERSION = 2
+"""Version of the key layout above; a namespace written by a newer version is refused, an older one upgraded."""
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 _CHUNK = 1000
-"""Points per Lua call: bounds how long one call blocks the server (about a millisecond)."""
+"""Points per Lua call: bounds how long one call blocks the server (a telemetry chunk: about 7 ms)."""
 
 _DEVICE: TypeAdapter[Device] = TypeAdapter(Device)
 _SAMPLES: TypeAdapter[list[TelemetrySample]] = TypeAdapter(list[TelemetrySample])
+_DATETIME: TypeAdapter[datetime] = TypeAdapter(datetime)
+_TELEMETRY_FIELDS = ("device_id", "ts", "p_kw", "p_min_kw", "p_max_kw", "soc_kwh", "online")
+"""``TelemetrySample``'s fields as ``_TelemetryEncoder.fields`` writes them (a test checks the model still has exactly these)."""
 
 P = ParamSpec("P")
 R = TypeVar("R")
 M = TypeVar("M", bound=BaseModel)
 
-# KEYS[1] stream, KEYS[2] latest hash, KEYS[3] latest-ts hash, KEYS[4..] history zsets.
-# ARGV[1] stream MAXLEN, ARGV[2] msgpack array of samples, each [history key index, device id, ts [us] as a
-# string, packed sample]: one argument per chunk, not four per sample (encoding arguments dominated the client).
-# The latest-ts hash holds each device's greatest accepted instant, so a sample after it cannot repeat an
-# instant and skips the ZCOUNT; the latest hashes are read once and written once per chunk.
+# KEYS[1] stream, KEYS[2] latest hash, KEYS[3] latest-ts hash, KEYS[4..] one history zset per device of the chunk.
+# ARGV[1] stream MAXLEN [entries], ARGV[2] msgpack array of those devices' ids (in KEYS order from KEYS[4]),
+# ARGV[3] flat msgpack array, three items per sample: history key index, ts [us] as a string, packed sample.
+# One argument per chunk, not one per sample, and no table per sample: encoding and unpacking dominated.
+# The latest-ts hash holds each device's greatest accepted instant; it and the history are only written here,
+# together, so a device with none has an empty history and a sample after it cannot repeat an instant: both
+# skip the ZCOUNT. The latest hashes are read once and written once per chunk; the stream gets one entry per
+# chunk (field ``samples``: msgpack array of the accepted samples, an array32 header before their bodies).
 _APPEND_TELEMETRY = """
-local rows = cmsgpack.unpack(ARGV[2])
-local devices, listed = {}, {}
-for _, row in ipairs(rows) do
-  if not listed[row[2]] then listed[row[2]] = true; devices[#devices + 1] = row[2] end
-end
+local devices = cmsgpack.unpack(ARGV[2])
+local rows = cmsgpack.unpack(ARGV[3])
 local held = {}
 local found = redis.call('HMGET', KEYS[3], unpack(devices))
-for i, device in ipairs(devices) do
-  if found[i] then held[device] = tonumber(found[i]) end
+for i = 1, #devices do
+  if found[i] then held[i + 3] = tonumber(found[i]) end
 end
-local moved, moved_ts = {}, {}
-for _, row in ipairs(rows) do
-  local hist, device, ts, body = KEYS[row[1]], row[2], row[3], row[4]
-  local t, h = tonumber(ts), held[device]
-  if (h and t > h) or redis.call('ZCOUNT', hist, ts, ts) == 0 then
-    redis.call('ZADD', hist, ts, body)
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 's', body)
-    if (not h) or t > h then
-      held[device], moved[device], moved_ts[device] = t, body, ts
+local accepted, moved, moved_ts = {}, {}, {}
+for i = 1, #rows, 3 do
+  local k, ts, body = rows[i], rows[i + 1], rows[i + 2]
+  local t, h = tonumber(ts), held[k]
+  local newest = (not h) or t > h
+  if newest or redis.call('ZCOUNT', KEYS[k], ts, ts) == 0 then
+    redis.call('ZADD', KEYS[k], ts, body)
+    accepted[#accepted + 1] = body
+    if newest then
+      held[k], moved[k], moved_ts[k] = t, body, ts
     end
   end
 end
+local n = #accepted
+if n == 0 then return 0 end
 local latest, latest_ts = {}, {}
-for device, body in pairs(moved) do
+for k, body in pairs(moved) do
+  local device = devices[k - 3]
   latest[#latest + 1] = device; latest[#latest + 1] = body
-  latest_ts[#latest_ts + 1] = device; latest_ts[#latest_ts + 1] = moved_ts[device]
+  latest_ts[#latest_ts + 1] = device; latest_ts[#latest_ts + 1] = moved_ts[k]
 end
-if #latest > 0 then
+if #latest > 0 then  -- late samples only: history, not latest
   redis.call('HSET', KEYS[2], unpack(latest))
   redis.call('HSET', KEYS[3], unpack(latest_ts))
 end
-return 0
+local header = string.char(0xdd, math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'samples', header .. table.concat(accepted))
+return n
+"""
+
+# KEYS[1] layout version. ARGV[1] this software's version. Raises an older (or missing) version to it; returns
+# the version found (0: a new namespace), so a newer one is left alone for the caller to refuse.
+_CLAIM_VERSION = """
+local found = tonumber(redis.call('GET', KEYS[1]) or '0')
+if found < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return found
 """
 
 # KEYS: sorted sets. ARGV per point: key index, score [us], packed point.
@@ -214,6 +237,38 @@ def _unpack_device(raw: bytes) -> Device:
     return _DEVICE.validate_python(msgpack.unpackb(raw))
 
 
+class _TelemetryEncoder:
+    """Samples packed as ``_pack`` packs them (same bytes: tests check), without a pydantic dump per sample.
+
+    Reading the fields directly and formatting each distinct instant once (a batch shares one) costs a
+    fraction of a dump per sample. One encoder per call: it remembers the instants it formatted.
+    """
+
+    def __init__(self) -> None:
+        self._stamps: dict[datetime, tuple[str, str]] = {}
+        self._pack = msgpack.Packer().pack
+
+    def stamp(self, ts: datetime) -> tuple[str, str]:
+        """``(ts in pydantic's JSON form, ts [us since epoch] as a decimal string)``."""
+        # Only UTC instants are remembered: an equal instant in another zone must keep its own JSON form.
+        found = self._stamps.get(ts) if ts.tzinfo is UTC else None
+        if found is None:
+            found = (_DATETIME.dump_python(ts, mode="json"), str(_epoch_us(ts)))
+            if ts.tzinfo is UTC:
+                self._stamps[ts] = found
+        return found
+
+    def fields(self, s: TelemetrySample, ts_json: str) -> dict[str, Any]:
+        """``s.model_dump(mode="json")``, keys in ``_TELEMETRY_FIELDS`` order (the order they are packed in)."""
+        return {"device_id": s.device_id, "ts": ts_json, "p_kw": s.p_kw, "p_min_kw": s.p_min_kw,
+                "p_max_kw": s.p_max_kw, "soc_kwh": s.soc_kwh, "online": s.online}  # fmt: skip
+
+    def encode(self, s: TelemetrySample) -> tuple[str, bytes]:
+        """``(ts [us] as a decimal string, _pack(s))``."""
+        ts_json, ts_us = self.stamp(s.ts)
+        return ts_us, self._pack(self.fields(s, ts_json))
+
+
 def _chunks(items: Sequence[R], size: int = _CHUNK) -> Iterator[Sequence[R]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -278,7 +333,9 @@ class RedisStore(Store):
     """Store in a Redis server under one key namespace.
 
     ``url`` is a redis-py URL (``redis://[user:password@]host:port/db``).
-    The stream lengths are approximate caps on the feeds, not on history.
+    The stream lengths are approximate caps on the feeds, not on history:
+    ``telemetry_stream_maxlen`` in samples (kept as ``maxlen // 1000``
+    entries of up to 1,000 samples), ``instruction_stream_maxlen`` in entries.
     """
 
     def __init__(
@@ -322,7 +379,7 @@ class RedisStore(Store):
             self._scripts = {
                 name: self._r.register_script(text)
                 for name, text in (
-                    ("telemetry", _APPEND_TELEMETRY),
+                    ("version", _CLAIM_VERSION),
                     ("series", _APPEND_SERIES),
                     ("device", _PUT_DEVICE),
                     ("instruction", _PUT_INSTRUCTION),
@@ -333,9 +390,7 @@ class RedisStore(Store):
         await self._check_version()
 
     async def _check_version(self) -> None:
-        key = self._k.of("schema_version")
-        await self._client.set(key, SCHEMA_VERSION, nx=True)
-        found = int(await self._client.get(key) or SCHEMA_VERSION)
+        found = int(await self._run("version", [self._k.of("schema_version")], [SCHEMA_VERSION]))
         if found > SCHEMA_VERSION:
             raise StoreUnavailable(
                 f"Redis namespace {self.namespace!r} has layout version {found}; this software knows up to {SCHEMA_VERSION}"
@@ -424,40 +479,76 @@ class RedisStore(Store):
         """Add samples to history (first per device and instant wins) and move each device's latest forward.
 
         Each chunk of samples is applied atomically by one Lua call taking the
-        chunk as one msgpack argument. Chunks are sent in order, each once
-        the previous one is answered, and the next chunk is packed while the
-        server runs the previous one (client and server work overlap).
+        chunk as two msgpack arguments. The calls go out in order on one
+        connection, each as soon as it is packed, so the server runs chunk k
+        while the client packs chunk k+1; the first error is raised once
+        every answer is in (a failed chunk leaves the others applied: calling
+        again with the same samples is harmless, as the first sample per
+        device and instant wins).
         """
         if not samples:
             return
         fixed = [self._k.of("telemetry"), self._k.of("telemetry:latest"), self._k.of("telemetry:latest_us")]
-        running: asyncio.Future | None = None
-        try:
-            for chunk in _chunks(samples):
-                keys, args = self._telemetry_call(fixed, chunk)
-                if running is not None:
-                    await running
-                running = asyncio.ensure_future(self._run("telemetry", keys, args))
-            if running is not None:
-                await running
-        finally:
-            if running is not None and not running.done():
-                running.cancel()  # we were cancelled or failed: do not leave the call running unobserved
+        encoder = _TelemetryEncoder()
+        await self._eval_in_order(_APPEND_TELEMETRY, (self._telemetry_call(fixed, chunk, encoder) for chunk in _chunks(samples)))
 
-    def _telemetry_call(self, fixed: list[str], chunk: Sequence[TelemetrySample]) -> tuple[list[str], list[object]]:
+    async def _eval_in_order(self, script: str, calls: Iterable[tuple[Sequence[str], Sequence[object]]]) -> None:
+        """Run Lua calls on one connection, each sent as soon as it is built; the first error is raised after every answer.
+
+        Redis runs one connection's commands in the order sent, so no call
+        waits for the previous answer: the client builds call k+1 while the
+        server runs call k. EVAL, not EVALSHA: a server that lost its script
+        cache (restart) cannot refuse a call already sent; it keeps compiled
+        scripts by hash, so the text costs only its transfer.
+        """
+        task = asyncio.current_task()
+        pool = self._client.connection_pool
+        conn = await pool.get_connection()
+        sent, drained = 0, False
+        try:
+            for keys, args in calls:
+                await conn.send_command("EVAL", script, len(keys), *keys, *args)
+                sent += 1
+                if task is not None and task.cancelling():
+                    # redis-py sends through asyncio.wait_for, which on Python 3.11 can swallow a cancellation
+                    # that arrives as the send completes: honour it here.
+                    raise asyncio.CancelledError
+            first_error: ResponseError | None = None
+            for _ in range(sent):
+                try:
+                    await conn.read_response()
+                except ResponseError as exc:
+                    first_error = first_error or exc
+            drained = True
+            if first_error is not None:
+                raise first_error
+        finally:
+            if not drained:
+                await conn.disconnect()  # answers may be left unread: this socket must not serve another call
+            await pool.release(conn)
+
+    def _telemetry_call(
+        self, fixed: list[str], chunk: Sequence[TelemetrySample], encoder: _TelemetryEncoder
+    ) -> tuple[list[str], list[object]]:
         """KEYS and ARGV of one ``_APPEND_TELEMETRY`` call for a chunk of samples."""
         keys = list(fixed)
+        history = self._k.history("")  # key prefix; + device id
         index: dict[str, int] = {}
-        rows = []
-        # One serializer call for the chunk; each body is then what _pack(sample) gives.
-        for s, body in zip(chunk, _SAMPLES.dump_python(list(chunk), mode="json")):
-            if s.device_id not in index:
-                keys.append(self._k.history(s.device_id))
-                index[s.device_id] = len(keys)  # Lua KEYS are 1-based
+        devices: list[str] = []
+        rows: list[object] = []
+        for s in chunk:
+            k = index.get(s.device_id)
+            if k is None:
+                devices.append(s.device_id)
+                keys.append(history + s.device_id)
+                k = index[s.device_id] = len(keys)  # Lua KEYS are 1-based
             # ts as a string: Lua prints large numbers in %.14g and would round them.
-            rows.append((index[s.device_id], s.device_id, str(_epoch_us(s.ts)), msgpack.packb(body)))
+            ts_us, body = encoder.encode(s)
+            rows += (k, ts_us, body)
+        # The stream holds whole chunks: about maxlen samples in entries of up to _CHUNK.
+        maxlen = max(1, self._telemetry_maxlen // _CHUNK)
         # use_bin_type=False: Redis' cmsgpack reads only the raw type, which carries the bodies' bytes.
-        return keys, [self._telemetry_maxlen, msgpack.packb(rows, use_bin_type=False)]
+        return keys, [maxlen, msgpack.packb(devices), msgpack.packb(rows, use_bin_type=False)]
 
     @_unavailable_on_connection_error
     async def latest_telemetry(self) -> dict[str, TelemetrySample]:

@@ -21,6 +21,7 @@ from vpp.leader import Fence, FencedOut, LeaderElection
 from vpp.model import DispatchInstruction, DispatchStatus, Setpoint
 from vpp.service import PlantService, ServiceSettings
 from vpp.store import RedisStore
+from vpp.store.redis import _pack
 from vpp.store.redis_cluster import RedisCluster, setpoint_id
 
 T0 = datetime(2026, 7, 1, 4, 0, tzinfo=timezone.utc)
@@ -123,6 +124,8 @@ async def test_batches_log_each_setpoint_id_once_in_the_order_first_sent(cluster
         assert await cluster.append_setpoints_fenced(setpoints, token) == new
     for key, expected in logged.items():
         assert (await cluster.store.setpoints_for(key))[before[key] :] == expected
+        raw = await cluster.store._client.lrange(cluster.store._k.setpoints(key), before[key], -1)
+        assert raw == [_pack(sp) for sp in expected]  # byte for byte what the store's own packing gives
 
 
 async def test_release_hands_the_lock_over_at_once(cluster):

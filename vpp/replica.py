@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from vpp.aggregator import FleetSnapshot, build_snapshot, device_rows, plant_state
+from vpp.aggregator import FleetSnapshot, SnapshotCache, device_rows, plant_state
 from vpp.clock import Clock
 from vpp.envelope import plant_envelope
 from vpp.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
@@ -70,6 +70,7 @@ class ReplicaService:
         self.log = structlog.get_logger("vpp.replica")
         self._zone = ZoneInfo(self.settings.local_zone)
         self._devices: list[Device] = []
+        self._snapshots = SnapshotCache()  # enrolment arrays, rebuilt only when a refresh brings a changed fleet
         self._latest: dict[str, TelemetrySample] = {}
         self._live: dict = {}
         self._read_at: float | None = None  # monotonic time of the last successful read [s]
@@ -127,7 +128,7 @@ class ReplicaService:
         return list(self._devices)
 
     def _snapshot_unchecked(self) -> FleetSnapshot:
-        return build_snapshot(self._devices, self._latest, self.clock.now(), self.settings.stale_after_s, self._zone)
+        return self._snapshots.build(self._devices, self._latest, self.clock.now(), self.settings.stale_after_s, self._zone)
 
     def snapshot(self) -> FleetSnapshot:
         """The fleet as the store last showed it; ``StoreUnavailable`` when that is older than ``unavailable_after_s``."""
